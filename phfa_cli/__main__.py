@@ -1,0 +1,3 @@
+from phfa_cli.app import main
+
+main()

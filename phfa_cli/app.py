@@ -1,0 +1,176 @@
+"""phfa — adapt semantic segmentation from synthetic street scenes to real cameras (PHFA).
+
+Usage (the embedded toytown benchmark; see README for real datasets):
+
+    phfa data synth --out data/toytown --seed 0
+    phfa data check --config data/toytown/phfa-data.toml unity gta5 cityscapes
+    phfa eval --config data/toytown/phfa-data.toml --domain cityscapes --split val --pred-dir PRED
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from phfa_cli.common import DEBUG, err, guarded, metrics_table, out
+from pipeline import classes as C
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Progressive Hierarchical Feature Alignment: synthetic -> real segmentation adaptation.")
+data_app = typer.Typer(no_args_is_help=True, help="Generate (synth) or inspect (check) datasets.")
+app.add_typer(data_app, name="data")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Data config (TOML); default ./phfa-data.toml.")]
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False):
+    DEBUG.set(debug)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+@data_app.command("synth")
+@guarded
+def data_synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write toytown into.")],
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
+):
+    """Generate the toytown benchmark (unity/SYNTHIA, gta5/GTA5, cityscapes layouts + phfa-data.toml)."""
+    from pipeline.data import toytown
+
+    tasks: dict[str, int] = {}
+    with _progress() as prog:
+        def cb(name, done, total):
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.update(tasks[name], completed=done)
+        summary = toytown.generate(out_dir, seed=seed, progress=cb)
+    t = Table(title=f"toytown (seed {seed}) written to {out_dir}", title_justify="left")
+    t.add_column("domain/split")
+    t.add_column("images", justify="right")
+    for k, v in summary.items():
+        t.add_row(k, str(v))
+    out.print(t)
+    out.print(f"data config: {out_dir / 'phfa-data.toml'}")
+
+
+@data_app.command("check")
+@guarded
+def data_check(
+    domains: Annotated[list[str], typer.Argument(help="Domain names from the data config.")],
+    config: ConfigOpt = None,
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="Only these splits (default: all on disk).")] = None,
+):
+    """Dataset doctor: counts, sizes, class frequencies, unreadable files, size mismatches, unknown ids."""
+    from pipeline.data.check import check_domain
+    from pipeline.data.dataconfig import load_data_config
+
+    cfg = load_data_config(config)
+    for d in domains:
+        cfg.domain(d, option="DOMAIN")  # unknown names fail before any work
+    usable = True
+    reports = []
+    with _progress() as prog:
+        tasks: dict[str, int] = {}
+
+        def cb(name, done, total):
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.update(tasks[name], completed=done)
+        for d in domains:
+            reports.append(check_domain(cfg, d, split, progress=cb))
+    for rep in reports:
+        if rep.error:
+            err.print(f"[red]{rep.domain}:[/] {rep.error}")
+            usable = False
+            continue
+        t = Table(title=f"{rep.domain} ({cfg.domains[rep.domain].format}, {cfg.domains[rep.domain].root})",
+                  title_justify="left")
+        t.add_column("class")
+        for s in rep.splits:
+            t.add_column(f"{s.split} %", justify="right")
+        tots = [max(int(s.class_pixels.sum()), 1) for s in rep.splits]
+        for c, name in enumerate(C.CLASS_NAMES):
+            t.add_row(name, *[("—" if s.class_pixels[c] == 0 else f"{100 * s.class_pixels[c] / tot:.2f}")
+                              for s, tot in zip(rep.splits, tots)])
+        t.add_section()
+        t.add_row("images (labelled)", *[f"{s.images} ({s.labelled})" for s in rep.splits])
+        t.add_row("sizes", *[", ".join(f"{w}x{h}:{n}" for (w, h), n in s.sizes.most_common(3)) for s in rep.splits])
+        t.add_row("ignored px %", *[f"{100 * s.ignored_pixels / max(tot + s.ignored_pixels, 1):.1f}"
+                                    for s, tot in zip(rep.splits, tots)])
+        t.add_row("classes present", *[str(int((s.class_pixels > 0).sum())) + "/19" for s in rep.splits])
+        out.print(t)
+        for s in rep.splits:
+            for u in s.unreadable:
+                err.print(f"[red]unreadable[/] {u}")
+            for m in s.size_mismatch[:10]:
+                err.print(f"[yellow]size mismatch[/] {m} (resized, nearest, when read)")
+            if len(s.size_mismatch) > 10:
+                err.print(f"[yellow]… {len(s.size_mismatch) - 10} more size mismatches[/]")
+            if s.unknown_ids:
+                err.print(f"[yellow]{rep.domain}/{s.split}:[/] {s.unknown_ids} pixels in {s.files_with_unknown} "
+                          "files have ids outside the label map (read as 255, ignored)")
+            for k in s.known_bad:
+                err.print(f"[yellow]known issue[/] {k}")
+        usable &= rep.usable
+    if not usable:
+        err.print("[red]not usable:[/] fix the problems named above")
+        raise typer.Exit(2)
+    out.print("[green]usable[/]")
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(
+    config: ConfigOpt = None,
+    domain: Annotated[str, typer.Option(help="Domain holding the ground truth.")] = "cityscapes",
+    split: Annotated[str, typer.Option(help="Split holding the ground truth.")] = "val",
+    pred_dir: Annotated[Optional[Path], typer.Option("--pred-dir", help="Folder of prediction PNGs, named like the images.")] = None,
+    pred_format: Annotated[str, typer.Option("--pred-format", help="trainid (0-18, 255) or labelid (Cityscapes ids 0-33).")] = "trainid",
+    classes: Annotated[int, typer.Option(help="Evaluation subset: 19, 16 or 13 classes.")] = 19,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for metrics.json (and color/).")] = None,
+    save_color: Annotated[bool, typer.Option("--save-color", help="Write colourised predictions to OUT/color.")] = False,
+):
+    """mIoU, per-class IoU and pixel accuracy of predictions against a labelled split."""
+    from pipeline.data.dataconfig import load_data_config
+    from pipeline.stages.evaluate import evaluate_folder
+
+    cfg = load_data_config(config)
+    if pred_dir is None:
+        raise_opt("--pred-dir")
+    m = evaluate_folder(cfg, domain, split, pred_dir, classes=classes, pred_format=pred_format,
+                        out=out_dir, save_color=save_color)
+    _print_metrics(m, f"{domain}/{split}: {m['images']} images, predictions from {pred_dir}")
+    if out_dir is not None:
+        out.print(f"metrics: {out_dir / 'metrics.json'}")
+
+
+def raise_opt(opt: str):
+    from pipeline.errors import PhfaError
+    raise PhfaError(f"{opt} is required")
+
+
+def _print_metrics(m: dict, title: str) -> None:
+    out.print(metrics_table(m, title))
+    if m.get("resized_predictions"):
+        err.print(f"[yellow]note:[/] {m['resized_predictions']} predictions differed in size from their "
+                  "labels and were resized (nearest) to the label size")
+    if m.get("unknown_label_pixels"):
+        err.print(f"[yellow]note:[/] {m['unknown_label_pixels']} ground-truth pixels had ids outside the "
+                  "label map and were ignored")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

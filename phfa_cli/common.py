@@ -1,0 +1,70 @@
+"""What every command shares: consoles, the error boundary (exit 2, one sentence), tables."""
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+import warnings
+
+import contextvars
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import classes as C
+from pipeline.errors import PhfaError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+# Set by the root callback on every invocation (`phfa --debug ...`).
+DEBUG: contextvars.ContextVar[bool] = contextvars.ContextVar("phfa_debug", default=False)
+
+
+def _debug() -> bool:
+    return DEBUG.get()
+
+
+def guarded(fn):
+    """User mistakes (PhfaError) end in one sentence and exit code 2; --debug shows the traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda m, c, f, l, file=None, line=None: err.print(f"[yellow]warning:[/] {m}")
+            try:
+                return fn(*args, **kwargs)
+            except PhfaError as e:
+                if _debug():
+                    traceback.print_exc()
+                err.print(f"[red]error:[/] {e}", soft_wrap=True)
+                raise typer.Exit(2)
+            except KeyboardInterrupt:
+                err.print("interrupted")
+                raise typer.Exit(130)
+    return wrapper
+
+
+def metrics_table(m: dict, title: str) -> Table:
+    """Per-class IoU in the row order of the paper's Table II, then mIoU and pixel accuracy."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("class")
+    t.add_column("IoU %", justify="right")
+    for name, v in m["iou"].items():
+        t.add_row(name, "—" if v is None else f"{v:.1f}")
+    t.add_section()
+    t.add_row(f"[bold]mIoU ({m['classes']})[/]", f"[bold]{m['miou']:.2f}[/]")
+    t.add_row("pixel acc.", f"{m['pixel_acc']:.2f}")
+    return t
+
+
+def class_names() -> list[str]:
+    return list(C.CLASS_NAMES)
+
+
+def fail(msg: str) -> None:
+    raise PhfaError(msg)
+
+
+def echo_plain(msg: str) -> None:
+    print(msg, file=sys.stdout, flush=True)

@@ -1,0 +1,132 @@
+"""Datasets over any layout: (image tensor, trainId label tensor, name), resized per preset.
+
+Images are resized bicubic, labels nearest; a label whose size differs from its image
+is resized to the image first, with a warning (GTA5 ships two such files). Images are
+normalised with ImageNet mean/std, the convention of the DeepLab backbones.
+"""
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pipeline import classes as C
+from pipeline.data import formats, pngio
+from pipeline.data.dataconfig import DomainSpec
+from pipeline.errors import PhfaError
+from pipeline.runtime.atomic import write_text
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def train_split(spec: DomainSpec) -> str:
+    """The split a domain trains on: Cityscapes 'train', single-split datasets 'all'."""
+    if spec.format == "cityscapes":
+        return "train"
+    if spec.format == "folder" and (spec.root / "images" / "train").is_dir():
+        return "train"
+    return "all"
+
+
+def samples(spec: DomainSpec, split: str) -> list[formats.Sample]:
+    return formats.list_samples(spec.format, spec.root, split, spec.lists.get(split))
+
+
+def load_pair(spec: DomainSpec, s: formats.Sample, size: tuple[int, int] | None,
+              with_label: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode one sample; resize to size=(W, H) if given. Returns uint8 HxWx3, uint8 HxW trainIds."""
+    img = Image.fromarray(pngio.read_rgb(s.image))
+    lab = None
+    if with_label and s.label is not None:
+        lab = formats.decode_label(spec.format, s.label).train_ids
+        if lab.shape != (img.height, img.width):
+            warnings.warn(f"label {s.label} is {lab.shape[1]}x{lab.shape[0]} but its image is "
+                          f"{img.width}x{img.height}: label resized (nearest)", stacklevel=2)
+            lab = np.asarray(Image.fromarray(lab).resize(img.size, Image.NEAREST))
+    if size is not None and img.size != tuple(size):
+        img = img.resize(tuple(size), Image.BICUBIC)
+        if lab is not None:
+            lab = np.asarray(Image.fromarray(lab).resize(tuple(size), Image.NEAREST))
+    return np.asarray(img), lab
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float CxHxW normalised with ImageNet mean/std."""
+    t = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (t - mean) / std
+
+
+def denormalize(t: torch.Tensor) -> torch.Tensor:
+    """Inverse of to_tensor (any leading dims), result in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, device=t.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=t.device).view(3, 1, 1)
+    return (t * std + mean).clamp(0, 1)
+
+
+class SegDataset(Dataset):
+    """One split of one domain. Unlabelled samples (or labels=False) give an all-255 label."""
+
+    def __init__(self, spec: DomainSpec, split: str, size: tuple[int, int] | None = None,
+                 labels: bool = True, names: list[str] | None = None, hflip: bool = False,
+                 cache: bool = False):
+        self.spec, self.split, self.size, self.labels, self.hflip = spec, split, size, labels, hflip
+        items = samples(spec, split)
+        if names is not None:
+            by = {s.name: s for s in items}
+            missing = [n for n in names if n not in by]
+            if missing:
+                raise PhfaError(f"{len(missing)} listed image(s) of domain '{spec.name}' are not on disk, e.g. {missing[0]}")
+            items = [by[n] for n in names]
+        self.items = items
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, i: int):
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        pair = load_pair(self.spec, self.items[i], self.size, with_label=self.labels)
+        if self._cache is not None:
+            self._cache[i] = pair
+        return pair
+
+    def __getitem__(self, i: int):
+        img, lab = self._load(i)
+        if lab is None:
+            lab = np.full(img.shape[:2], C.IGNORE, dtype=np.uint8)
+        if self.hflip and torch.rand(()) < 0.5:  # global torch RNG: seeded and checkpointed
+            img, lab = img[:, ::-1], lab[:, ::-1]
+        return to_tensor(img), torch.from_numpy(np.ascontiguousarray(lab)).long(), self.items[i].name
+
+
+def select_few_shot(names: list[str], k: int, seed: int) -> list[str]:
+    """Deterministic few-shot subset: sort the names, draw k with a seeded RNG, return sorted."""
+    names = sorted(names)
+    if k > len(names):
+        raise PhfaError(f"few_shot = {k} but only {len(names)} images are available")
+    return sorted(random.Random(seed).sample(names, k))
+
+
+def few_shot_names(spec: DomainSpec, seed: int, listfile: Path) -> list[str]:
+    """The target's few-shot list for a run: read `listfile` if an earlier stage wrote it, else draw
+    and write it, so every stage of a run adapts on the same images."""
+    if listfile.is_file():
+        names = [l.strip() for l in listfile.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        if names:
+            return names
+    if not spec.few_shot:
+        raise PhfaError(f"target domain '{spec.name}' has no few_shot count in the data config")
+    split = train_split(spec)
+    names = select_few_shot([s.name for s in samples(spec, split)], spec.few_shot, seed)
+    write_text(listfile, f"# few-shot target images of domain '{spec.name}', split '{split}', seed {seed}\n"
+               + "\n".join(names) + "\n")
+    return names

@@ -1,0 +1,9 @@
+"""User-facing errors: one sentence naming the file or option; the CLI turns them into exit code 2."""
+
+
+class PhfaError(Exception):
+    """A mistake in the user's input (data, option, file). Printed as one sentence, exit 2."""
+
+
+class StageMissing(PhfaError):
+    """A stage was run before the stage it reads from."""

@@ -1,0 +1,313 @@
+"""Adversarial, max-squares (Eq. 2-3) and alignment (Eq. 1, 4-6) losses, checked by hand."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from pipeline.losses.adversarial import (
+    SOURCE_LABEL,
+    TARGET_LABEL,
+    bce_to,
+    discriminator_loss,
+    generator_adv_loss,
+)
+from pipeline.losses.alignment import (
+    FeatureMemory,
+    background_loss,
+    class_features,
+    correct_map,
+    downsample_labels,
+    nearest_l1,
+    object_features,
+    object_loss,
+    update_memory_background,
+    update_memory_objects,
+)
+from pipeline.losses.maxsquare import class_balanced_max_square
+
+CAR, PERSON, ROAD, SKY = 13, 11, 0, 10
+
+
+# ----------------------------------------------------------------------------- adversarial
+
+
+def test_labels():
+    assert (SOURCE_LABEL, TARGET_LABEL) == (0.0, 1.0)
+
+
+def test_bce_by_hand():
+    x = torch.tensor([[0.0, 2.0]])
+    # label 1: logit 0 -> ln 2; logit 2 -> -ln sigmoid(2) = ln(1 + e^-2); mean of the two.
+    assert bce_to(x, 1.0).item() == pytest.approx((math.log(2) + math.log(1 + math.exp(-2))) / 2, rel=1e-6)
+    # label 0: logit 0 -> ln 2; logit 2 -> -ln(1 - sigmoid(2)) = ln(1 + e^2).
+    assert bce_to(x, 0.0).item() == pytest.approx((math.log(2) + math.log(1 + math.exp(2))) / 2, rel=1e-6)
+
+
+class _ConstD(nn.Module):
+    """D(p) = a * mean over channels of p, one patch per pixel."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, p):
+        return self.a * p.mean(dim=1, keepdim=True)
+
+
+def test_generator_adv_loss_freezes_d():
+    d = _ConstD()
+    prob = torch.full((1, 2, 1, 1), 0.5, requires_grad=True)
+    loss = generator_adv_loss(d, prob)
+    # D output = 2 * 0.5 = 1, judged against the source label 0: ln(1 + e^1).
+    assert loss.item() == pytest.approx(math.log(1 + math.e), rel=1e-6)
+    loss.backward()
+    assert prob.grad is not None and d.a.grad is None
+    assert d.a.requires_grad  # restored after the call
+
+
+def test_discriminator_loss_detaches_and_halves():
+    d = _ConstD()
+    src = torch.zeros((1, 2, 1, 1), requires_grad=True)  # D = 0
+    tgt = torch.full((1, 2, 1, 1), 0.5, requires_grad=True)  # D = 1
+    loss = discriminator_loss(d, src, tgt)
+    # source vs 0 at logit 0: ln 2; target vs 1 at logit 1: ln(1 + e^-1); each halved.
+    assert loss.item() == pytest.approx((math.log(2) + math.log(1 + math.exp(-1))) / 2, rel=1e-6)
+    loss.backward()
+    assert src.grad is None and tgt.grad is None and d.a.grad is not None
+
+
+# ----------------------------------------------------------------------------- max-squares
+
+
+def _example_prob(requires_grad=False):
+    # One image, 2 classes, 2x2 pixels a=(0,0) b=(0,1) c=(1,0) d=(1,1):
+    # a (0.9, 0.1)  b (0.8, 0.2)  c (0.6, 0.4)  d (0.3, 0.7)
+    p0 = torch.tensor([[0.9, 0.8], [0.6, 0.3]])
+    prob = torch.stack([p0, 1 - p0])[None].clone()
+    return prob.requires_grad_(requires_grad)
+
+
+def test_max_square_by_hand():
+    prob = _example_prob(requires_grad=True)
+    # argmax: a, b, c -> class 0, d -> class 1, so N_0 = 3, N_1 = 1, N = 4. With alpha = 0.5:
+    # w_0 = 1 / (3^0.5 * 4^0.5) = 1 / (2 sqrt 3),  w_1 = 1 / (1 * 4^0.5) = 1/2.
+    # sum_c p^2: a .81+.01 = .82, b .64+.04 = .68, c .36+.16 = .52, d .09+.49 = .58.
+    # loss = -((.82 + .68 + .52) / (2 sqrt 3) + .58 / 2) / 2 = -(2.02 / 3.4641016 + .29) / 2
+    w0 = 1 / (2 * math.sqrt(3))
+    expected = -(2.02 * w0 + 0.58 * 0.5) / 2
+    assert expected == pytest.approx(-0.4365619, abs=1e-6)
+    loss = class_balanced_max_square(prob, alpha=0.5)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # The weights are constants: d loss / d p = -p * w (no gradient through the counts).
+    loss.backward()
+    assert prob.grad[0, 0, 0, 0].item() == pytest.approx(-0.9 * w0, abs=1e-6)
+    assert prob.grad[0, 1, 1, 1].item() == pytest.approx(-0.7 * 0.5, abs=1e-6)
+
+
+def test_max_square_default_alpha():
+    # alpha = 0.2: w_0 = 1 / (3^0.2 * 4^0.8), w_1 = 1 / (1 * 4^0.8).
+    w0 = 1 / (3**0.2 * 4**0.8)
+    w1 = 1 / 4**0.8
+    expected = -(2.02 * w0 + 0.58 * w1) / 2
+    assert class_balanced_max_square(_example_prob()).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_max_square_ignore_mask():
+    prob = _example_prob()
+    ignore = torch.tensor([[[False, False], [False, True]]])  # drop pixel d
+    # N_0 = 3, N = 3 (alpha 0.5): w_0 = 1 / (3^0.5 * 3^0.5) = 1/3; loss = -(2.02 / 3) / 2.
+    loss = class_balanced_max_square(prob, alpha=0.5, ignore=ignore)
+    assert loss.item() == pytest.approx(-2.02 / 6, abs=1e-6)
+    all_ignored = torch.ones(1, 2, 2, dtype=torch.bool)
+    assert class_balanced_max_square(prob, ignore=all_ignored).item() == 0.0
+
+
+def test_max_square_batch_equals_mean_of_singles():
+    torch.manual_seed(0)
+    prob = torch.softmax(torch.randn(2, 5, 4, 6) * 3, dim=1)
+    # Give the two images very different class histograms.
+    prob[1] = torch.softmax(torch.randn(5, 4, 6) + torch.tensor([4.0, 0, 0, 0, 0])[:, None, None], dim=0)
+    ignore = torch.rand(2, 4, 6) < 0.2
+    batch = class_balanced_max_square(prob, ignore=ignore)
+    singles = [class_balanced_max_square(prob[i : i + 1], ignore=ignore[i : i + 1]) for i in range(2)]
+    assert batch.item() == pytest.approx((singles[0].item() + singles[1].item()) / 2, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- label maps
+
+
+def test_correct_map():
+    pred = torch.tensor([[[0, 1], [2, 3]]])
+    gt = torch.tensor([[[0, 2], [2, 255]]])
+    assert correct_map(pred, gt).tolist() == [[[0, 255], [2, 255]]]
+
+
+def test_downsample_labels_nearest():
+    labels = torch.arange(16).reshape(1, 4, 4)
+    # nearest takes rows/cols 0 and 2
+    assert downsample_labels(labels, (2, 2)).tolist() == [[[0, 2], [8, 10]]]
+    assert downsample_labels(labels.to(torch.uint8), 4).dtype == torch.long
+
+
+# ----------------------------------------------------------------------------- components and averages
+
+
+def test_components_connectivity():
+    lm = torch.full((1, 6, 6), ROAD)
+    lm[0, 0:2, 0:2] = CAR  # blob 1
+    lm[0, 4, 4] = lm[0, 4, 5] = lm[0, 5, 5] = CAR  # blob 2, far from blob 1
+    lm[0, 0, 4] = lm[0, 1, 5] = PERSON  # touching only diagonally
+    lm[0, 2, 2] = PERSON  # diagonal to blob 1 but another class: its own component
+    feats = torch.zeros(1, 3, 6, 6)
+    found = [c for c, _ in object_features(feats, lm)]
+    assert found.count(CAR) == 2
+    assert found.count(PERSON) == 2  # diagonal pair joined (connectivity 2) + the lone pixel
+    found4 = [c for c, _ in object_features(feats, lm, connectivity=1)]
+    assert found4.count(CAR) == 2 and found4.count(PERSON) == 3
+    assert ROAD not in found  # a stuff class is not an object
+
+
+def _toy_scene():
+    # 3x3 map, D = 2: channel 0 = pixel index 0..8, channel 1 = 10 everywhere.
+    #   CAR    CAR    ROAD
+    #   ROAD   ROAD   ROAD
+    #   CAR    ROAD   PERSON
+    feats = torch.stack([torch.arange(9.0).reshape(3, 3), torch.full((3, 3), 10.0)])[None]
+    lm = torch.tensor([[[CAR, CAR, ROAD], [ROAD, ROAD, ROAD], [CAR, ROAD, PERSON]]])
+    return feats, lm
+
+
+def test_object_features_masked_average_by_hand():
+    feats, lm = _toy_scene()
+    got = sorted((c, f.tolist()) for c, f in object_features(feats, lm))
+    # car {0, 1} -> (0.5, 10); car {6} -> (6, 10); person {8} -> (8, 10)
+    assert got == [(PERSON, [8.0, 10.0]), (CAR, [0.5, 10.0]), (CAR, [6.0, 10.0])]
+
+
+def test_object_features_keep_graph_and_resize_labels():
+    feats, lm = _toy_scene()
+    feats.requires_grad_(True)
+    (c, f), *_ = [x for x in object_features(feats, lm) if x[0] == PERSON]
+    f.sum().backward()
+    grad = feats.grad[0, 0]
+    assert grad[2, 2] == 1.0 and grad.sum() == 1.0  # only the person pixel, weight 1/|mask|
+    big = lm.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)  # 6x6 label map
+    assert sorted(c for c, _ in object_features(feats.detach(), big)) == [PERSON, CAR, CAR]
+
+
+def test_class_features_by_hand():
+    feats, lm = _toy_scene()
+    feats2 = torch.cat([feats, feats * 2])
+    lm2 = torch.cat([lm, torch.full_like(lm, SKY)])
+    got = sorted((c, f.tolist()) for c, f in class_features(feats2, lm2))
+    # image 0 road pixels {2, 3, 4, 5, 7}: mean 21/5 = 4.2; image 1 all sky: mean of 2*(0..8) = 8, 20.
+    assert got == [(ROAD, [pytest.approx(4.2), 10.0]), (SKY, [8.0, 20.0])]
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def test_memory_ring_and_state_dict():
+    mem = FeatureMemory(num_classes=19, size=3, dim=2)
+    assert not mem.has(CAR) and mem.samples(CAR).shape == (0, 2)
+    for i in range(5):  # w + 2 pushes: the first two are overwritten
+        mem.push(CAR, torch.tensor([[float(i), 0.0]]))
+    assert mem.has(CAR) and int(mem.count[CAR]) == 3
+    assert sorted(mem.samples(CAR)[:, 0].tolist()) == [2.0, 3.0, 4.0]
+    mem.push(CAR, torch.tensor([[5.0, 0.0]]))  # next overwrite hits the oldest (2)
+    assert sorted(mem.samples(CAR)[:, 0].tolist()) == [3.0, 4.0, 5.0]
+    # One bulk push of w + 2 equals pushing them one by one.
+    bulk = FeatureMemory(num_classes=19, size=3, dim=2)
+    bulk.push(CAR, torch.tensor([[float(i), 0.0] for i in range(5)]))
+    seq = FeatureMemory(num_classes=19, size=3, dim=2)
+    for i in range(5):
+        seq.push(CAR, torch.tensor([[float(i), 0.0]]))
+    assert torch.equal(bulk.bank, seq.bank) and torch.equal(bulk.ptr, seq.ptr)
+    # Round trip through state_dict restores contents and ring position.
+    restored = FeatureMemory(num_classes=19, size=3, dim=2)
+    restored.load_state_dict(mem.state_dict())
+    for name in ("bank", "count", "ptr"):
+        assert torch.equal(getattr(restored, name), getattr(mem, name))
+    assert set(mem.state_dict()) == {"bank", "count", "ptr"}
+
+
+def test_memory_stores_detached_copies():
+    mem = FeatureMemory(num_classes=19, size=2, dim=2)
+    x = torch.ones(1, 2, requires_grad=True)
+    mem.push(PERSON, x * 3)
+    assert not mem.bank.requires_grad
+    with pytest.raises(ValueError):
+        mem.push(PERSON, torch.ones(1, 3))
+
+
+def test_nearest_l1_by_hand():
+    q = torch.tensor([[0.0, 0.0], [3.0, 1.0]])
+    bank = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
+    # q0: |0-1|+|0-0| = 1, |0-3|+|0-3| = 6 -> 1/2;  q1: 2+1 = 3, 0+2 = 2 -> 2/2
+    assert nearest_l1(q, bank).tolist() == [0.5, 1.0]
+
+
+# ----------------------------------------------------------------------------- losses with the memory
+
+
+def test_object_loss_by_hand_and_gradients():
+    feats, lm = _toy_scene()
+    feats.requires_grad_(True)
+    mem = FeatureMemory(num_classes=19, size=4, dim=2)
+    mem.push(CAR, torch.tensor([[0.0, 0.0], [1.0, 10.0]]))
+    bank_before = mem.bank.clone()
+    loss = object_loss(feats, lm, mem)
+    # car (0.5, 10): to (0,0) 10.5, to (1,10) 0.5 -> 0.5/2 = 0.25
+    # car (6, 10):   to (0,0) 16,   to (1,10) 5   -> 5/2 = 2.5
+    # person: memory empty -> not counted. Mean over the two car components: 1.375.
+    assert loss.item() == pytest.approx(1.375)
+    loss.backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+    assert feats.grad[0, :, 2, 2].abs().sum() == 0  # person pixel: no memory, no gradient
+    assert feats.grad[0, :, 1, 1].abs().sum() == 0  # road pixel
+    assert not mem.bank.requires_grad and mem.bank.grad is None
+    assert torch.equal(mem.bank, bank_before)
+
+
+def test_background_loss_by_hand():
+    feats, lm = _toy_scene()
+    feats.requires_grad_(True)
+    mem = FeatureMemory(num_classes=19, size=4, dim=2)
+    mem.push(ROAD, torch.tensor([[4.0, 10.0], [0.0, 0.0]]))
+    # road mean (4.2, 10): to (4, 10) 0.2 -> 0.2 / 2 = 0.1; sky absent; other stuff classes empty.
+    loss = background_loss(feats, lm, mem)
+    assert loss.item() == pytest.approx(0.1, abs=1e-6)
+    loss.backward()
+    assert feats.grad[0, 0, 0, 2].item() == pytest.approx(0.5 / 5)  # sign(+0.2) / D / |road|
+    assert mem.bank.grad is None
+
+
+def test_empty_memory_gives_zero_with_graph():
+    feats, lm = _toy_scene()
+    feats.requires_grad_(True)
+    mem = FeatureMemory(num_classes=19, size=4, dim=2)
+    for loss in (object_loss(feats, lm, mem), background_loss(feats, lm, mem)):
+        assert loss.item() == 0.0
+        loss.backward()
+    assert feats.grad.abs().sum() == 0
+    # No component at all (all road, no thing class): also zero.
+    assert object_loss(feats, torch.zeros_like(lm), mem).item() == 0.0
+
+
+def test_update_memory_from_source():
+    feats, lm = _toy_scene()
+    feats.requires_grad_(True)
+    pred = lm.clone()
+    pred[0, 2, 0] = ROAD  # the lone car pixel is predicted wrongly: not in the correct map
+    correct = correct_map(pred, lm)
+    obj = FeatureMemory(num_classes=19, size=4, dim=2)
+    back = FeatureMemory(num_classes=19, size=4, dim=2)
+    assert update_memory_objects(feats, correct, obj) == 2  # one car, one person
+    assert obj.samples(CAR).tolist() == [[0.5, 10.0]]
+    assert obj.samples(PERSON).tolist() == [[8.0, 10.0]]
+    assert update_memory_background(feats, correct, back) == 1
+    assert back.samples(ROAD).tolist() == [[pytest.approx(4.2), 10.0]]  # pixel 6 was road-predicted but is car
+    assert not obj.bank.requires_grad and not back.bank.requires_grad
