@@ -18,7 +18,7 @@ from rich.table import Table
 from phfa_cli.common import DEBUG, err, guarded, metrics_table, out
 from pipeline import classes as C
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Progressive Hierarchical Feature Alignment: synthetic -> real segmentation adaptation.")
 data_app = typer.Typer(no_args_is_help=True, help="Generate (synth) or inspect (check) datasets.")
 app.add_typer(data_app, name="data")
@@ -127,10 +127,88 @@ def data_check(
     out.print("[green]usable[/]")
 
 
+RunOpt = Annotated[Path, typer.Option("--run", help="Run folder: runs/<name>.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="paper (Table I, GPU) or toy (CPU, toytown).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset field: key=value (repeatable).")]
+
+
+def _train_config(preset: str, sets, iters, seed, precision=None, extra=()):
+    from pipeline.config import preset as make_preset
+    pairs = list(sets or [])
+    if iters is not None:
+        pairs.append(f"iters={iters}")
+    if seed is not None:
+        pairs.append(f"seed={seed}")
+    if precision is not None:
+        pairs.append(f"precision={precision}")
+    return make_preset(preset).overrides(pairs + list(extra))
+
+
+def _command_line() -> str:
+    import shlex, sys
+    return "phfa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@app.command("adapt")
+@guarded
+def adapt_cmd(
+    run: RunOpt,
+    sources: Annotated[str, typer.Option("--sources", help="Ordered source domains: preliminary,...,primary.")],
+    target: Annotated[Optional[str], typer.Option(help="Target domain (default: the one with few_shot).")] = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = "paper",
+    sets: SetOpt = None,
+    no_adversarial: Annotated[bool, typer.Option("--no-adversarial", help="Drop output-space adversarial alignment.")] = False,
+    no_hierarchy: Annotated[bool, typer.Option("--no-hierarchy", help="Drop all hierarchy losses.")] = False,
+    align: Annotated[Optional[str], typer.Option(help="Hierarchy levels to use: object,category,background.")] = None,
+    iters: Annotated[Optional[int], typer.Option(help="Iterations per phase.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="Stage folder adapt-TAG (default: named after the ablation).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
+):
+    """Progressive adversarial adaptation + hierarchical feature alignment (Eq. 10)."""
+    from phfa_cli.reporting import make_reporter
+    from pipeline.data.dataconfig import load_data_config
+    from pipeline.stages.adapt import adapt
+    from pipeline.train import Interrupted
+
+    data = load_data_config(config)
+    extra = []
+    if no_adversarial:
+        extra.append("adversarial=false")
+    if no_hierarchy:
+        extra.append("align=")
+    elif align is not None:
+        extra.append(f"align={align}")
+    cfg = _train_config(preset, sets, iters, seed, precision, extra)
+    rep = make_reporter()
+    try:
+        man = adapt(data, run, [s.strip() for s in sources.split(",") if s.strip()], target, cfg, tag=tag,
+                    force=force, resume=resume, reporter=rep, command=_command_line())
+    except Interrupted as e:
+        rep.close()
+        err.print(f"[yellow]{e}[/]")
+        err.print(f"resume with: {_command_line().replace(' --force', '')} --resume")
+        raise typer.Exit(130)
+    finally:
+        rep.close()
+    stage_dir = Path(man["outputs"]["final"]).parent
+    out.print(f"[green]finished[/] {stage_dir}: " + ", ".join(f"{p['name']} ({p['iters']} it, {p['seconds']} s)"
+                                                            for p in man["phases_done"]))
+    if man.get("metrics"):
+        import json
+        m = json.loads((stage_dir / "metrics.json").read_text())
+        out.print(metrics_table(m, f"{man['target']}/val after {stage_dir.name}"))
+
+
 @app.command("eval")
 @guarded
 def eval_cmd(
     config: ConfigOpt = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="Evaluate a stage's final checkpoint of this run.")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder name, e.g. adapt.")] = None,
     domain: Annotated[str, typer.Option(help="Domain holding the ground truth.")] = "cityscapes",
     split: Annotated[str, typer.Option(help="Split holding the ground truth.")] = "val",
     pred_dir: Annotated[Optional[Path], typer.Option("--pred-dir", help="Folder of prediction PNGs, named like the images.")] = None,
@@ -144,8 +222,14 @@ def eval_cmd(
     from pipeline.stages.evaluate import evaluate_folder
 
     cfg = load_data_config(config)
+    if run is not None:
+        from pipeline.stages.evaluate import evaluate_run
+        m = evaluate_run(cfg, run, stage, domain, split, classes=classes, out=out_dir, save_color=save_color)
+        _print_metrics(m, f"{domain}/{split}: {m['images']} images, {run}/{m['stage']}/final.pt")
+        out.print(f"metrics: {m['metrics_path']}")
+        return
     if pred_dir is None:
-        raise_opt("--pred-dir")
+        raise_opt("--pred-dir (or --run RUN --stage STAGE)")
     m = evaluate_folder(cfg, domain, split, pred_dir, classes=classes, pred_format=pred_format,
                         out=out_dir, save_color=save_color)
     _print_metrics(m, f"{domain}/{split}: {m['images']} images, predictions from {pred_dir}")

@@ -47,7 +47,7 @@ def guarded(fn):
 
 def metrics_table(m: dict, title: str) -> Table:
     """Per-class IoU in the row order of the paper's Table II, then mIoU and pixel accuracy."""
-    t = Table(title=title, title_justify="left")
+    t = Table(title=title, title_justify="left", min_width=max(30, min(len(title), 100)))
     t.add_column("class")
     t.add_column("IoU %", justify="right")
     for name, v in m["iou"].items():

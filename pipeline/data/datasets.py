@@ -99,13 +99,16 @@ class SegDataset(Dataset):
             self._cache[i] = pair
         return pair
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        # key = index, or (index, flip) from pipeline.train.StreamSampler: the flip is decided
+        # by the sampler so that the data stream is a function of (seed, iteration) alone.
+        i, flip = key if isinstance(key, tuple) else (key, False)
         img, lab = self._load(i)
         if lab is None:
             lab = np.full(img.shape[:2], C.IGNORE, dtype=np.uint8)
-        if self.hflip and torch.rand(()) < 0.5:  # global torch RNG: seeded and checkpointed
+        if flip and self.hflip:
             img, lab = img[:, ::-1], lab[:, ::-1]
-        return to_tensor(img), torch.from_numpy(np.ascontiguousarray(lab)).long(), self.items[i].name
+        return to_tensor(img), torch.from_numpy(np.array(lab, dtype=np.uint8, copy=True)).long(), self.items[i].name
 
 
 def select_few_shot(names: list[str], k: int, seed: int) -> list[str]:

@@ -100,3 +100,40 @@ def evaluate_folder(cfg: DataConfig, domain: str, split: str, pred_dir: Path, cl
     if out is not None:
         write_json(Path(out) / "metrics.json", result)
     return result
+
+
+def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, split: str, classes: int = 19,
+                 out: Path | None = None, save_color: bool = False) -> dict:
+    """Evaluate RUN/STAGE/final.pt: inputs at the stage's target size, logits upsampled
+    (bilinear, align_corners=True) to each label's size, argmax, confusion."""
+    import torch
+
+    from pipeline import train
+    from pipeline.config import from_dict
+    from pipeline.runtime import checkpoint
+    from pipeline.runtime.run import StageDir, finished_stages
+
+    if classes not in C.SUBSETS:
+        raise PhfaError(f"--classes must be one of {sorted(C.SUBSETS)}, not {classes}")
+    if stage is None:
+        done = [s for s in finished_stages(run) if (Path(run) / s / "final.pt").is_file()]
+        if not done:
+            raise PhfaError(f"--run: {run} has no finished stage with a model; run `phfa adapt --run {run} ...` first")
+        stage = done[-1] if len(done) == 1 else None
+        if stage is None:
+            raise PhfaError(f"--stage: {run} has several stages with models ({', '.join(done)}); name one")
+    sd = StageDir(run, stage)
+    if not sd.finished() or not (sd.path / "final.pt").is_file():
+        raise PhfaError(f"--stage: {sd.path} is missing or unfinished (no final.pt); run that stage first")
+    model, ck = checkpoint.load_segmentor(sd.path / "final.pt", "--stage", expect_classes=C.NUM_CLASSES)
+    tcfg = from_dict(ck.get("config", {}))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    spec = cfg.domain(domain)
+    conf = train.evaluate(model, spec, split, tcfg.target_size, device, train.use_bf16(tcfg, device))
+    m = metrics.summarize(conf, classes)
+    out = Path(out) if out is not None else sd.path / f"eval-{domain}-{split}"
+    m.update(domain=domain, split=split, stage=stage, run=str(run), images=len(datasets.samples(spec, split)),
+             checkpoint=str(sd.path / "final.pt"), confusion=conf.tolist(), metrics_path=str(out / "metrics.json"))
+    write_json(out / "metrics.json", m)
+    return m

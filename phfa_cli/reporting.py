@@ -1,0 +1,36 @@
+"""Rich progress for the training loop on a terminal (ETA, live losses); plain lines otherwise."""
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from phfa_cli.common import err
+from pipeline.runtime.progress import Reporter
+
+
+class RichReporter(Reporter):
+    def __init__(self):
+        self.prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                             TextColumn("{task.fields[losses]}"), console=err)
+        self.prog.start()
+        self.task = None
+
+    def phase(self, name, start, total):
+        self.task = self.prog.add_task(name, total=total, completed=start, losses="")
+
+    def step(self, it):
+        self.prog.update(self.task, completed=it)
+
+    def log(self, it, values):
+        self.prog.update(self.task, completed=it,
+                         losses=" ".join(f"{k}={v:.3g}" for k, v in values.items() if k != "lr"))
+
+    def message(self, text):
+        self.prog.console.print(text)
+
+    def close(self):
+        self.prog.stop()
+
+
+def make_reporter() -> Reporter:
+    return RichReporter() if err.is_terminal else Reporter()

@@ -1,0 +1,142 @@
+"""Training configuration: one dataclass, two presets ("paper" = Table I, "toy" = 2 CPU cores).
+
+Every field has a one-line comment; `--set key=value` overrides any of them strictly
+(unknown keys and ill-typed values are refused). The resolved config is written into
+every stage's manifest.json and checkpoint, so a run can be rebuilt from its files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+
+from pipeline.errors import PhfaError
+
+ALIGN_LEVELS = ("object", "category", "background")
+
+
+@dataclass
+class TrainConfig:
+    # --- model (DESIGN section 3)
+    backbone: str = "resnet101"              # resnet101 (paper) | resnet50 | resnet18
+    pretrained: str = "imagenet"             # imagenet | none | PATH to a local state dict
+    freeze_bn: bool = True                   # paper: frozen BN at batch 1; toy: trainable BN
+    # --- data
+    source_size: tuple[int, int] = (1280, 720)   # (W, H) source images are resized to (paper IV-A)
+    target_size: tuple[int, int] = (1024, 512)   # (W, H) target images for training and inference
+    batch_size: int = 1                      # images per domain per iteration
+    hflip: bool = False                      # random horizontal flips (paired image/label)
+    workers: int = 4                         # DataLoader workers (0 = in-process)
+    cache: bool = False                      # keep decoded, resized images in memory (small data)
+    # --- optimisation (Table I)
+    iters: int = 120_000                     # iterations per phase (AdaptSegNet stops at 120k)
+    lr: float = 1e-4                         # SGD initial lr; classifier uses 10x
+    momentum: float = 0.9                    # SGD momentum
+    weight_decay: float = 5e-4               # SGD weight decay
+    poly_power: float = 0.9                  # lr = lr0 * (1 - it/iters)^power
+    lr_d: float = 1e-4                       # discriminator Adam lr (reference value; Table I blank)
+    betas_d: tuple[float, float] = (0.9, 0.99)  # discriminator Adam betas (Table I)
+    # --- loss weights (Table I, Eq. 10/11)
+    lambda_seg: float = 1.0                  # source (and pseudo-label) cross-entropy
+    lambda_adv: float = 0.01                 # output-space adversarial loss on target
+    lambda_d: float = 1.0                    # discriminator loss
+    lambda_class: float = 0.003              # category level: class-balanced max-squares (Eq. 2-3)
+    lambda_obj: float = 0.01                 # object level (Eq. 1)
+    lambda_back: float = 0.01                # background (Eq. 4-6); paper silent: = lambda_obj as in SIM
+    alpha: float = 0.2                       # max-squares class-balance exponent (Eq. 3)
+    memory_size: int = 50                    # w: stored source samples per class
+    # --- components (switched by config, one training loop)
+    adversarial: bool = True                 # output-space adversarial alignment (AA)
+    align: tuple[str, ...] = ALIGN_LEVELS    # hierarchy levels: object, category, background
+    hierarchy_all_phases: bool = False       # default: hierarchy only in the primary (last) phase
+    # --- runtime (DESIGN section 7)
+    seed: int = 0                            # same seed, same numbers (CPU)
+    precision: str = "auto"                  # auto = bf16 autocast + channels_last on CUDA; fp32
+    log_every: int = 50                      # iterations between log lines / metric records
+    ckpt_every: int = 1000                   # iterations between last.pt snapshots
+    val_every: int = 0                       # iterations between target-val evaluations (0 = end only)
+
+    def overrides(self, pairs: list[str]) -> "TrainConfig":
+        return apply_overrides(self, pairs)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {},  # the dataclass defaults are Table I at full size
+    # Toy: the embedded toytown on 2 CPU cores. Trained from scratch, so trainable BN with
+    # batch 4 and a larger lr; ~1/8 of the paper's resolutions.
+    "toy": dict(backbone="resnet18", pretrained="none", freeze_bn=False,
+                source_size=(160, 88), target_size=(128, 64), batch_size=4, hflip=True,
+                workers=0, cache=True, iters=300, lr=0.01, lr_d=1e-4,
+                log_every=25, ckpt_every=100),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise PhfaError(f"--preset: unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return dataclasses.replace(TrainConfig(), **PRESETS[name])
+
+
+def _parse(value: str, typ, current):
+    if isinstance(current, bool):
+        low = value.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true/false")
+    if isinstance(current, int):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, tuple):
+        parts = [p for p in value.replace("x", ",").split(",") if p] if current and not isinstance(current[0], str) \
+            else [p for p in value.split(",") if p]
+        if current and isinstance(current[0], (int, float)):
+            conv = type(current[0])
+            out = tuple(conv(p) for p in parts)
+            if len(out) != len(current):
+                raise ValueError(f"expected {len(current)} values")
+            return out
+        return tuple(parts)
+    return value
+
+
+def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
+    """`key=value` overrides; unknown keys and bad values end in a PhfaError naming them."""
+    names = {f.name: f for f in fields(cfg)}
+    changes = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise PhfaError(f"--set {pair!r}: expected key=value")
+        k, v = pair.split("=", 1)
+        k = k.strip().replace("-", "_")
+        if k not in names:
+            raise PhfaError(f"--set {k}: no such setting (known: {', '.join(sorted(names))})")
+        try:
+            changes[k] = _parse(v.strip(), names[k].type, getattr(cfg, k))
+        except ValueError as e:
+            raise PhfaError(f"--set {k}={v}: {e}") from e
+    out = dataclasses.replace(cfg, **changes)
+    validate(out)
+    return out
+
+
+def validate(cfg: TrainConfig) -> None:
+    bad = [a for a in cfg.align if a not in ALIGN_LEVELS]
+    if bad:
+        raise PhfaError(f"--align: unknown level '{bad[0]}' (choose from {', '.join(ALIGN_LEVELS)})")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise PhfaError(f"--precision must be auto, bf16 or fp32, not '{cfg.precision}'")
+    if cfg.iters < 1 or cfg.batch_size < 1:
+        raise PhfaError("iters and batch_size must be at least 1")
+
+
+def from_dict(d: dict) -> TrainConfig:
+    """Rebuild a config from a manifest/checkpoint dict (lists back to tuples)."""
+    known = {f.name for f in fields(TrainConfig)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+    return TrainConfig(**kw)

@@ -1,0 +1,167 @@
+"""`phfa adapt`: progressive adversarial adaptation + hierarchical alignment (Eq. 1-6, 10).
+
+Phase k trains on source k of `--sources` (ordered: preliminary ... primary) against the
+few-shot target, starting from phase k-1's weights (paper III-B). The hierarchy losses
+join in the primary (last) phase unless `hierarchy_all_phases`. Without adversarial and
+hierarchy it is the source-only baseline (the paper's FCN row); with the target itself
+as the only source it is the oracle.
+
+Artefacts in RUN/<stage>/: final.pt (segmentor), last.pt (resumable state), metrics.jsonl,
+metrics.json (target val, when labelled) and manifest.json.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline import classes as C
+from pipeline import metrics as M
+from pipeline.config import ALIGN_LEVELS, TrainConfig, from_dict
+from pipeline.data import datasets
+from pipeline.data.dataconfig import DataConfig
+from pipeline.errors import PhfaError
+from pipeline.models.deeplab import build_deeplab
+from pipeline.runtime import checkpoint
+from pipeline.runtime.atomic import write_json
+from pipeline.runtime.progress import Reporter
+from pipeline.runtime.run import StageDir, now, sha256
+from pipeline import train
+
+
+def stage_name(cfg: TrainConfig, tag: str | None) -> str:
+    """'adapt' for the full method; ablations get a suffix so variants never overwrite each other."""
+    if tag:
+        return f"adapt-{tag}"
+    parts = []
+    if not cfg.adversarial:
+        parts.append("noadv")
+    if not cfg.align:
+        parts.append("nohier")
+    elif tuple(cfg.align) != ALIGN_LEVELS:
+        parts.append("align-" + "-".join(cfg.align))
+    return "-".join(["adapt", *parts])
+
+
+def few_shot_file(run: Path, target: str) -> Path:
+    return Path(run) / f"fewshot-{target}.txt"
+
+
+def check_sources(data: DataConfig, sources: list[str]) -> None:
+    if not sources:
+        raise PhfaError("--sources: name at least one source domain, e.g. --sources unity,gta5")
+    for s in sources:
+        data.domain(s, option="--sources")
+
+
+def build_phases(cfg: TrainConfig, sources: list[str]) -> list[train.Phase]:
+    phases = []
+    for k, src in enumerate(sources):
+        primary = k == len(sources) - 1
+        align = tuple(cfg.align) if (primary or cfg.hierarchy_all_phases) else ()
+        phases.append(train.Phase(f"{k + 1}-{src}", src, cfg.iters, cfg.adversarial, align))
+    return phases
+
+
+def target_dataset(data: DataConfig, run: Path, target: str, cfg: TrainConfig, labels_dir: Path | None = None):
+    spec = data.domain(target, option="--target")
+    names = datasets.few_shot_names(spec, cfg.seed, few_shot_file(run, target))
+    return datasets.SegDataset(spec, datasets.train_split(spec), cfg.target_size, labels=False, names=names,
+                               hflip=cfg.hflip, cache=cfg.cache)
+
+
+def source_dataset(data: DataConfig, name: str, cfg: TrainConfig, target: str):
+    spec = data.domain(name, option="--sources")
+    size = cfg.target_size if name == target else cfg.source_size
+    return datasets.SegDataset(spec, datasets.train_split(spec), size, labels=True, hflip=cfg.hflip, cache=cfg.cache)
+
+
+def segmentor_payload(model, cfg: TrainConfig, extra: dict) -> dict:
+    return {"kind": "segmentor", "arch": arch_of(cfg), "config": cfg.to_dict(), "model": model.state_dict(), **extra}
+
+
+def arch_of(cfg: TrainConfig) -> dict:
+    return {"backbone": cfg.backbone, "num_classes": C.NUM_CLASSES, "freeze_bn": cfg.freeze_bn}
+
+
+def evaluate_target(model, data: DataConfig, target: str, cfg: TrainConfig, device, split: str = "val") -> dict | None:
+    """Target-val metrics when that split exists with labels, else None."""
+    spec = data.domain(target)
+    try:
+        items = datasets.samples(spec, split)
+    except PhfaError:
+        return None
+    if not items or any(s.label is None for s in items):
+        return None
+    conf = train.evaluate(model, spec, split, cfg.target_size, device, train.use_bf16(cfg, device))
+    m = M.summarize(conf, 19)
+    m.update(domain=target, split=split, images=len(items), confusion=conf.tolist())
+    return m
+
+
+def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, cfg: TrainConfig,
+          tag: str | None = None, force: bool = False, resume: bool = False,
+          reporter: Reporter | None = None, command: str = "phfa adapt",
+          device: torch.device | None = None) -> dict:
+    reporter = reporter or Reporter()
+    check_sources(data, sources)
+    target = target or data.default_target()
+    data.domain(target, option="--target")
+    sd = StageDir(run, stage_name(cfg, tag))
+    resuming = sd.begin(force=force, resume=resume, command=command)
+    if resuming:
+        sd.write(status="running", resumed=now())
+    state, ck = None, None
+    if resuming:
+        ck = checkpoint.load(sd.path / "last.pt", "--resume")
+        if ck.get("kind") != "train-state":
+            raise PhfaError(f"--resume: {sd.path / 'last.pt'} is not a training state")
+        cfg = from_dict(ck["config"])  # the interrupted run's settings win over the command line
+        sources = sd.manifest().get("sources", sources)
+        state = train.State(phase=ck["phase"], it=ck["iter"], history=ck.get("history", []))
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+    phases = build_phases(cfg, sources)
+    srcs = {s: source_dataset(data, s, cfg, target) for s in dict.fromkeys(sources)}
+    needs_target = any(p.needs_target for p in phases)
+    tgt = target_dataset(data, run, target, cfg) if needs_target else None
+    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, cfg.pretrained, cfg.freeze_bn)
+    load_report = getattr(model, "load_report", None)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+    sd.write(sources=sources, target=target, config=cfg.to_dict(),
+             phases=[{"name": p.name, "source": p.source, "iters": p.iters, "adversarial": p.adversarial,
+                      "align": list(p.align)} for p in phases],
+             inputs={"data_config": str(data.path), "few_shot_list": str(few_shot_file(run, target)) if tgt else None,
+                     "source_images": {s: len(d) for s, d in srcs.items()},
+                     "target_images": len(tgt) if tgt is not None else 0,
+                     "pretrained": cfg.pretrained, "pretrained_report": _report(load_report)},
+             device=str(device), precision="bf16+channels_last" if train.use_bf16(cfg, device) else "fp32")
+    t0 = time.time()
+    try:
+        state = train.run(cfg, model, phases, train.Data(srcs, tgt), sd.path, reporter, state=state,
+                          resume=ck, device=device, arch=arch_of(cfg))
+    except train.Interrupted as e:
+        sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
+        raise
+    train_seconds = time.time() - t0
+    final = sd.path / "final.pt"
+    checkpoint.save(final, segmentor_payload(model, cfg, {"phases": state.history, "sources": sources,
+                                                         "target": target}))
+    reporter.message("evaluating on the target's val split…")
+    m = evaluate_target(model, data, target, cfg, device)
+    if m is not None:
+        write_json(sd.path / "metrics.json", m)
+    return sd.write(status="finished", finished=now(), phases_done=state.history,
+                    timings={"train_seconds": round(train_seconds, 1)},
+                    outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / "last.pt")},
+                    metrics={"target_val_miou": m["miou"]} if m else {})
+
+
+def _report(r):
+    if not r:
+        return None
+    return {k: (v if not isinstance(v, list) else v[:20]) for k, v in r.items()}

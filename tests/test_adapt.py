@@ -1,0 +1,143 @@
+"""`phfa adapt` end to end on tiny data through CliRunner; resume; bad inputs."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from phfa_cli.app import app
+from pipeline.runtime import checkpoint
+
+runner = CliRunner()
+TINY = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
+        "--set", "log_every=1"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    from tests.conftest import write_cityscapes, write_gta5, write_synthia
+    write_gta5(tmp_path / "gta5", 6, size=(64, 32))
+    write_synthia(tmp_path / "unity", 6, size=(64, 32))
+    write_cityscapes(tmp_path / "cityscapes", 10, 3, size=(64, 32))
+    cfg = tmp_path / "d.toml"
+    cfg.write_text('[domains.gta5]\nformat = "gta5"\nroot = "gta5"\n[domains.unity]\nformat = "synthia"\nroot = "unity"\n'
+                   '[domains.cityscapes]\nformat = "cityscapes"\nroot = "cityscapes"\nfew_shot = 4\n')
+    return tmp_path, cfg
+
+
+def adapt(cfg, run, *extra):
+    return runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(run), *TINY, *extra])
+
+
+def test_progressive_adapt_writes_stage(tiny):
+    root, cfg = tiny
+    r = adapt(cfg, root / "runs/a", "--sources", "unity,gta5", "--iters", "2")
+    assert r.exit_code == 0, r.output
+    man = json.loads((root / "runs/a/adapt/manifest.json").read_text())
+    assert man["status"] == "finished"
+    assert [p["name"] for p in man["phases"]] == ["1-unity", "2-gta5"]
+    assert man["phases"][0]["align"] == [] and man["phases"][1]["align"] == ["object", "category", "background"]
+    assert all(p["iters"] == 2 for p in man["phases_done"])
+    assert "target_val_miou" in man["metrics"]
+    ck = torch.load(root / "runs/a/adapt/final.pt", weights_only=True)
+    assert ck["arch"]["backbone"] == "resnet18"
+    lines = (root / "runs/a/adapt/metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "obj" in json.loads(lines[-1])
+    assert len((root / "runs/a/fewshot-cityscapes.txt").read_text().split("\n")) >= 4
+    # eval --run on that stage
+    r = runner.invoke(app, ["eval", "--config", str(cfg), "--run", str(root / "runs/a"), "--stage", "adapt",
+                            "--out", str(root / "ev")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((root / "ev/metrics.json").read_text())["miou"] == pytest.approx(man["metrics"]["target_val_miou"])
+    # re-run refused, nothing changed
+    before = (root / "runs/a/adapt/final.pt").read_bytes()
+    r = adapt(cfg, root / "runs/a", "--sources", "unity,gta5", "--iters", "2")
+    assert r.exit_code == 2 and "--force" in r.output
+    assert (root / "runs/a/adapt/final.pt").read_bytes() == before
+
+
+def test_ablations_live_side_by_side(tiny):
+    root, cfg = tiny
+    assert adapt(cfg, root / "r", "--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--iters", "1").exit_code == 0
+    assert adapt(cfg, root / "r", "--sources", "gta5", "--no-hierarchy", "--iters", "1").exit_code == 0
+    assert adapt(cfg, root / "r", "--sources", "gta5", "--align", "category", "--iters", "1").exit_code == 0
+    assert {p.name for p in (root / "r").iterdir() if p.is_dir()} == {"adapt-noadv-nohier", "adapt-nohier",
+                                                                      "adapt-align-category"}
+    man = json.loads((root / "r/adapt-noadv-nohier/manifest.json").read_text())
+    assert man["inputs"]["target_images"] == 0  # source-only never reads the target
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_resume_gives_identical_weights(tiny, monkeypatch):
+    root, cfg = tiny
+    args = ["--sources", "unity,gta5", "--iters", "4", "--set", "ckpt_every=1"]
+    assert adapt(cfg, root / "straight", *args).exit_code == 0
+    # interrupt in phase 2 after 2 iterations (simulated Ctrl-C)
+    from pipeline import train
+    real_step, calls = train._step, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4 + 3:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+    monkeypatch.setattr(train, "_step", flaky)
+    r = adapt(cfg, root / "resumed", *args)
+    assert r.exit_code == 130 and "--resume" in r.output
+    man = json.loads((root / "resumed/adapt/manifest.json").read_text())
+    assert man["status"] == "interrupted" and man["interrupted_at"] == {"phase": "2-gta5", "iter": 2}
+    monkeypatch.setattr(train, "_step", real_step)
+    r = adapt(cfg, root / "resumed", *args, "--resume")
+    assert r.exit_code == 0, r.output
+    a, b = _weights(root / "straight/adapt/final.pt"), _weights(root / "resumed/adapt/final.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la = torch.load(root / "straight/adapt/last.pt", weights_only=True)
+    lb = torch.load(root / "resumed/adapt/last.pt", weights_only=True)
+    assert la["opt"]["param_groups"][0]["lr"] == lb["opt"]["param_groups"][0]["lr"]
+    assert torch.equal(la["memory"]["bank"], lb["memory"]["bank"])
+
+
+def test_bad_inputs(tiny):
+    root, cfg = tiny
+    r = adapt(cfg, root / "b", "--sources", "nosuch,gta5")
+    assert r.exit_code == 2 and "nosuch" in r.output and "Traceback" not in r.output
+    (root / "empty/leftImg8bit/train").mkdir(parents=True)
+    bad = root / "bad.toml"
+    bad.write_text(cfg.read_text().replace('root = "cityscapes"', 'root = "empty"'))
+    r = adapt(bad, root / "b2", "--sources", "gta5", "--iters", "1")
+    assert r.exit_code == 2 and "no images" in r.output
+    r = adapt(cfg, root / "b3", "--sources", "gta5", "--set", "nosuch=1")
+    assert r.exit_code == 2 and "nosuch" in r.output
+    r = adapt(cfg, root / "b3", "--sources", "gta5", "--resume")
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+
+
+def test_checkpoint_errors(tmp_path):
+    from pipeline.errors import PhfaError
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PhfaError, match="not a phfa checkpoint"):
+        checkpoint.load(tmp_path / "junk.pt")
+    torch.save({"a": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(PhfaError, match="not a phfa checkpoint"):
+        checkpoint.load(tmp_path / "plain.pt")
+    from pipeline.models.deeplab import build_deeplab
+    m = build_deeplab("resnet18", 19, "none")
+    checkpoint.save(tmp_path / "r18.pt", {"kind": "segmentor", "arch": {"backbone": "resnet18", "num_classes": 19},
+                                          "model": m.state_dict()})
+    with pytest.raises(PhfaError, match="resnet18 model"):
+        checkpoint.load_segmentor(tmp_path / "r18.pt", expect_backbone="resnet50")
+    checkpoint.save(tmp_path / "c16.pt", {"kind": "segmentor", "arch": {"backbone": "resnet18", "num_classes": 16},
+                                          "model": m.state_dict()})
+    with pytest.raises(PhfaError, match="16 classes"):
+        checkpoint.load_segmentor(tmp_path / "c16.pt", expect_classes=19)
+
+
+def test_nan_loss_names_iteration(tiny):
+    root, cfg = tiny
+    r = adapt(cfg, root / "n", "--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--iters", "3",
+              "--set", "lr=1e30")
+    assert r.exit_code == 2 and "iteration" in r.output and "last good checkpoint" in r.output, r.output
