@@ -42,9 +42,18 @@ def _progress() -> Progress:
 def data_synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write toytown into.")],
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
+    count: Annotated[Optional[list[str]], typer.Option("--count", help="Images per set, e.g. gta5=1000 (unity, gta5, cityscapes_train, cityscapes_val).")] = None,
 ):
     """Generate the toytown benchmark (unity/SYNTHIA, gta5/GTA5, cityscapes layouts + phfa-data.toml)."""
     from pipeline.data import toytown
+    from pipeline.errors import PhfaError
+
+    counts = {}
+    for c in count or []:
+        k, _, v = c.partition("=")
+        if not v.strip().isdigit():
+            raise PhfaError(f"--count {c!r}: expected NAME=N, e.g. gta5=1000")
+        counts[k.strip()] = int(v)
 
     tasks: dict[str, int] = {}
     with _progress() as prog:
@@ -52,7 +61,7 @@ def data_synth(
             if name not in tasks:
                 tasks[name] = prog.add_task(name, total=total)
             prog.update(tasks[name], completed=done)
-        summary = toytown.generate(out_dir, seed=seed, progress=cb)
+        summary = toytown.generate(out_dir, seed=seed, counts=counts or None, progress=cb)
     t = Table(title=f"toytown (seed {seed}) written to {out_dir}", title_justify="left")
     t.add_column("domain/split")
     t.add_column("images", justify="right")
@@ -164,6 +173,7 @@ def adapt_cmd(
     iters: Annotated[Optional[int], typer.Option(help="Iterations per phase.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     tag: Annotated[Optional[str], typer.Option(help="Stage folder adapt-TAG (default: named after the ablation).")] = None,
+    source_style: Annotated[str, typer.Option("--source-style", help="raw | translated (CycleGAN) | fda: train on the run's translated sources.")] = "raw",
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
@@ -186,7 +196,7 @@ def adapt_cmd(
     rep = make_reporter()
     try:
         man = adapt(data, run, [s.strip() for s in sources.split(",") if s.strip()], target, cfg, tag=tag,
-                    force=force, resume=resume, reporter=rep, command=_command_line())
+                    force=force, resume=resume, source_style=source_style, reporter=rep, command=_command_line())
     except Interrupted as e:
         rep.close()
         err.print(f"[yellow]{e}[/]")
@@ -201,6 +211,64 @@ def adapt_cmd(
         import json
         m = json.loads((stage_dir / "metrics.json").read_text())
         out.print(metrics_table(m, f"{man['target']}/val after {stage_dir.name}"))
+
+
+@app.command("translate")
+@guarded
+def translate_cmd(
+    run: RunOpt,
+    source: Annotated[str, typer.Option(help="Source domain to translate.")] = "gta5",
+    target: Annotated[Optional[str], typer.Option(help="Target domain (default: the one with few_shot).")] = None,
+    method: Annotated[str, typer.Option(help="cyclegan (paper, Eq. 7) or fda (training-free).")] = "cyclegan",
+    seg_checkpoint: Annotated[Optional[Path], typer.Option("--seg-checkpoint", help="Frozen segmentor for the perceptual loss (Eq. 7).")] = None,
+    seg_from: Annotated[Optional[str], typer.Option("--seg-from", help="Use final.pt of this stage of the run, e.g. adapt-noadv-nohier.")] = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = "paper",
+    sets: SetOpt = None,
+    iters: Annotated[Optional[int], typer.Option(help="CycleGAN iterations.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training or write.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
+):
+    """Image-level alignment: translate a source domain to the target style (CycleGAN or FDA)."""
+    from phfa_cli.reporting import make_reporter
+    from pipeline.config import translate_preset
+    from pipeline.data.dataconfig import load_data_config
+    from pipeline.stages.translate import translate
+    from pipeline.train import Interrupted
+
+    data = load_data_config(config)
+    pairs = list(sets or []) + [f"method={method}"]
+    if iters is not None:
+        pairs.append(f"iters={iters}")
+    if seed is not None:
+        pairs.append(f"seed={seed}")
+    cfg = translate_preset(preset).overrides(pairs)
+    if seg_from is not None:
+        if seg_checkpoint is not None:
+            raise_opt("only one of --seg-checkpoint and --seg-from;")
+        seg_checkpoint = run / seg_from / "final.pt"
+        if not seg_checkpoint.is_file():
+            from pipeline.errors import PhfaError
+            raise PhfaError(f"--seg-from: {seg_checkpoint} does not exist; run that stage first "
+                            f"(e.g. `phfa adapt --run {run} --sources {source} --no-adversarial --no-hierarchy`)")
+    rep = make_reporter()
+    try:
+        man = translate(data, run, source, target, cfg, seg_checkpoint=seg_checkpoint, force=force, resume=resume,
+                        reporter=rep, command=_command_line())
+    except Interrupted as e:
+        rep.close()
+        err.print(f"[yellow]{e}[/]")
+        err.print(f"resume with: {_command_line().replace(' --force', '')} --resume")
+        raise typer.Exit(130)
+    finally:
+        rep.close()
+    w = man["written"]
+    out.print(f"[green]finished[/] {man['domain']['root']}: {w['images']} images ({w['written']} written, "
+              f"{w['skipped_existing']} already there) in the {man['domain']['format']} layout; "
+              f"perceptual loss: {man['perceptual']}")
+    out.print(f"train on it with: phfa adapt --run {run} --sources ... --source-style "
+              f"{'fda' if cfg.method == 'fda' else 'translated'}")
 
 
 @app.command("eval")

@@ -14,8 +14,8 @@ from rich.table import Table
 from pipeline import classes as C
 from pipeline.errors import PhfaError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # never break file names
 
 
 # Set by the root callback on every invocation (`phfa --debug ...`).

@@ -105,7 +105,7 @@ def _parse(value: str, typ, current):
     return value
 
 
-def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
+def apply_overrides(cfg, pairs: list[str]):
     """`key=value` overrides; unknown keys and bad values end in a PhfaError naming them."""
     names = {f.name: f for f in fields(cfg)}
     changes = {}
@@ -125,18 +125,82 @@ def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
     return out
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate(cfg) -> None:
+    if isinstance(cfg, TranslateConfig):
+        if cfg.method not in ("cyclegan", "fda"):
+            raise PhfaError(f"--method must be cyclegan or fda, not '{cfg.method}'")
+        if min(cfg.crop) < 24:
+            raise PhfaError(f"crop {cfg.crop} is too small for the PatchGAN (at least 24 pixels a side)")
+        if cfg.precision not in ("auto", "fp32", "bf16"):
+            raise PhfaError(f"--precision must be auto, bf16 or fp32, not '{cfg.precision}'")
+        return
     bad = [a for a in cfg.align if a not in ALIGN_LEVELS]
     if bad:
         raise PhfaError(f"--align: unknown level '{bad[0]}' (choose from {', '.join(ALIGN_LEVELS)})")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise PhfaError(f"--precision must be auto, bf16 or fp32, not '{cfg.precision}'")
+    if cfg.adversarial and min(*cfg.source_size, *cfg.target_size) < 32:
+        raise PhfaError(f"image sizes {cfg.source_size} / {cfg.target_size} are too small for the output-space "
+                        "discriminator (at least 32 pixels a side); raise source_size/target_size")
     if cfg.iters < 1 or cfg.batch_size < 1:
         raise PhfaError("iters and batch_size must be at least 1")
 
 
-def from_dict(d: dict) -> TrainConfig:
+def from_dict(d: dict, cls=None):
     """Rebuild a config from a manifest/checkpoint dict (lists back to tuples)."""
-    known = {f.name for f in fields(TrainConfig)}
+    cls = cls or TrainConfig
+    known = {f.name for f in fields(cls)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-    return TrainConfig(**kw)
+    return cls(**kw)
+
+
+@dataclass
+class TranslateConfig:
+    # --- method
+    method: str = "cyclegan"                 # cyclegan (paper, Eq. 7) | fda (training-free)
+    # --- CycleGAN (usual recipe)
+    ngf: int = 64                            # generator width
+    ndf: int = 64                            # PatchGAN width
+    n_blocks: int = 9                        # generator residual blocks
+    lr: float = 2e-4                         # Adam lr, linear decay over the second half
+    beta1: float = 0.5                       # Adam beta1
+    beta2: float = 0.999                     # Adam beta2
+    lambda_cycle: float = 10.0               # cycle-consistency weight
+    lambda_identity: float = 0.5             # identity weight, relative to lambda_cycle
+    pool_size: int = 50                      # history of generated images for D
+    lambda_ppl: float = 0.1                  # Eq. 7 x vs G(x) (paper silent; our choice)
+    lambda_ppl_recon: float = 0.1            # Eq. 7 x vs F(G(x)) (paper silent; our choice)
+    # --- data
+    crop: tuple[int, int] = (512, 256)       # (W, H) random training crops
+    source_size: tuple[int, int] = (1280, 720)   # written resolution = the size adapt trains at
+    target_size: tuple[int, int] = (1024, 512)   # few-shot target images are resized to this
+    batch_size: int = 1                      # image pairs per iteration
+    workers: int = 4                         # DataLoader workers
+    cache: bool = False                      # keep decoded images in memory
+    iters: int = 50_000                      # CycleGAN iterations (paper silent)
+    fda_beta: float = 0.01                   # FDA low-frequency band (Yang & Soatto use 0.01-0.09)
+    # --- runtime
+    seed: int = 0                            # data order, crops, initialisation
+    precision: str = "auto"                  # auto = bf16 autocast on CUDA | bf16 | fp32
+    log_every: int = 100                     # iterations between log lines
+    ckpt_every: int = 1000                   # iterations between last.pt snapshots
+    preview_every: int = 1000                # iterations between preview grids
+
+    def overrides(self, pairs: list[str]) -> "TranslateConfig":
+        return apply_overrides(self, pairs)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+TRANSLATE_PRESETS: dict[str, dict] = {
+    "paper": {},
+    "toy": dict(ngf=16, ndf=32, n_blocks=3, crop=(96, 64), source_size=(160, 88), target_size=(128, 64),
+                batch_size=2, workers=0, cache=True, iters=300, log_every=25, ckpt_every=100, preview_every=100),
+}
+
+
+def translate_preset(name: str) -> TranslateConfig:
+    if name not in TRANSLATE_PRESETS:
+        raise PhfaError(f"--preset: unknown preset '{name}' (choose from {', '.join(TRANSLATE_PRESETS)})")
+    return dataclasses.replace(TranslateConfig(), **TRANSLATE_PRESETS[name])

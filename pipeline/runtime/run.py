@@ -70,8 +70,8 @@ class StageDir:
             raise PhfaError(f"stage {self.path} already finished; pass --force to run it again "
                             "(its outputs will be replaced) or use another --run/--tag")
         if resume:
-            if not self.path.is_dir() or not (self.path / "last.pt").is_file():
-                raise PhfaError(f"--resume: nothing to resume in {self.path} (no last.pt); run without --resume")
+            if m is None:
+                raise PhfaError(f"--resume: nothing to resume in {self.path}; run without --resume")
             return True
         if self.path.exists() and any(self.path.iterdir()):
             if not force:

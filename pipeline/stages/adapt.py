@@ -20,7 +20,7 @@ from pipeline import classes as C
 from pipeline import metrics as M
 from pipeline.config import ALIGN_LEVELS, TrainConfig, from_dict
 from pipeline.data import datasets
-from pipeline.data.dataconfig import DataConfig
+from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.errors import PhfaError
 from pipeline.models.deeplab import build_deeplab
 from pipeline.runtime import checkpoint
@@ -30,11 +30,15 @@ from pipeline.runtime.run import StageDir, now, sha256
 from pipeline import train
 
 
-def stage_name(cfg: TrainConfig, tag: str | None) -> str:
+SOURCE_STYLES = {"raw": None, "translated": "cyclegan", "fda": "fda"}
+_STYLE_TAG = {"raw": None, "translated": "it", "fda": "fda"}
+
+
+def stage_name(cfg: TrainConfig, tag: str | None, source_style: str = "raw") -> str:
     """'adapt' for the full method; ablations get a suffix so variants never overwrite each other."""
     if tag:
         return f"adapt-{tag}"
-    parts = []
+    parts = [_STYLE_TAG[source_style]] if _STYLE_TAG.get(source_style) else []
     if not cfg.adversarial:
         parts.append("noadv")
     if not cfg.align:
@@ -71,8 +75,27 @@ def target_dataset(data: DataConfig, run: Path, target: str, cfg: TrainConfig, l
                                hflip=cfg.hflip, cache=cfg.cache)
 
 
-def source_dataset(data: DataConfig, name: str, cfg: TrainConfig, target: str):
-    spec = data.domain(name, option="--sources")
+def resolve_sources(data: DataConfig, run: Path, sources: list[str], style: str) -> dict[str, DomainSpec]:
+    """Each source's domain spec; with a translated style, the run's translated copy where one exists
+    (the primary, last source must have one)."""
+    if style not in SOURCE_STYLES:
+        raise PhfaError(f"--source-style must be one of {', '.join(SOURCE_STYLES)}, not '{style}'")
+    from pipeline.stages.translate import stage_name as tr_stage, translated_domain
+    out = {}
+    for i, s in enumerate(sources):
+        spec = data.domain(s, option="--sources")
+        if SOURCE_STYLES[style] is not None:
+            tr = translated_domain(run, spec, SOURCE_STYLES[style])
+            if tr is None and i == len(sources) - 1:
+                method = SOURCE_STYLES[style]
+                raise PhfaError(f"--source-style {style}: {run} has no finished {tr_stage(s, method)} stage; run "
+                                f"`phfa translate --run {run} --source {s} --method {method}` first")
+            spec = tr or spec
+        out[s] = spec
+    return out
+
+
+def source_dataset(spec: DomainSpec, name: str, cfg: TrainConfig, target: str):
     size = cfg.target_size if name == target else cfg.source_size
     return datasets.SegDataset(spec, datasets.train_split(spec), size, labels=True, hflip=cfg.hflip, cache=cfg.cache)
 
@@ -101,41 +124,49 @@ def evaluate_target(model, data: DataConfig, target: str, cfg: TrainConfig, devi
 
 
 def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, cfg: TrainConfig,
-          tag: str | None = None, force: bool = False, resume: bool = False,
+          tag: str | None = None, force: bool = False, resume: bool = False, source_style: str = "raw",
           reporter: Reporter | None = None, command: str = "phfa adapt",
           device: torch.device | None = None) -> dict:
     reporter = reporter or Reporter()
     check_sources(data, sources)
     target = target or data.default_target()
     data.domain(target, option="--target")
-    sd = StageDir(run, stage_name(cfg, tag))
+    specs = resolve_sources(data, run, sources, source_style)  # fail on bad names before writing
+    sd = StageDir(run, stage_name(cfg, tag, source_style))
     resuming = sd.begin(force=force, resume=resume, command=command)
     if resuming:
         sd.write(status="running", resumed=now())
     state, ck = None, None
     if resuming:
+        if not (sd.path / "last.pt").is_file():
+            raise PhfaError(f"--resume: nothing to resume in {sd.path} (no last.pt yet); start over with --force")
         ck = checkpoint.load(sd.path / "last.pt", "--resume")
         if ck.get("kind") != "train-state":
             raise PhfaError(f"--resume: {sd.path / 'last.pt'} is not a training state")
         cfg = from_dict(ck["config"])  # the interrupted run's settings win over the command line
         sources = sd.manifest().get("sources", sources)
+        source_style = sd.manifest().get("source_style", source_style)
+        specs = resolve_sources(data, run, sources, source_style)
         state = train.State(phase=ck["phase"], it=ck["iter"], history=ck.get("history", []))
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
     phases = build_phases(cfg, sources)
-    srcs = {s: source_dataset(data, s, cfg, target) for s in dict.fromkeys(sources)}
+    srcs = {s: source_dataset(specs[s], s, cfg, target) for s in dict.fromkeys(sources)}
     needs_target = any(p.needs_target for p in phases)
     tgt = target_dataset(data, run, target, cfg) if needs_target else None
-    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, cfg.pretrained, cfg.freeze_bn)
+    # on resume the weights come from last.pt: never fetch pretrained weights again
+    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none" if ck is not None else cfg.pretrained, cfg.freeze_bn)
     load_report = getattr(model, "load_report", None)
     if ck is not None:
         model.load_state_dict(ck["model"])
     sd.write(sources=sources, target=target, config=cfg.to_dict(),
              phases=[{"name": p.name, "source": p.source, "iters": p.iters, "adversarial": p.adversarial,
                       "align": list(p.align)} for p in phases],
-             inputs={"data_config": str(data.path), "few_shot_list": str(few_shot_file(run, target)) if tgt else None,
+             source_style=source_style,
+             inputs={"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in srcs},
+                     "few_shot_list": str(few_shot_file(run, target)) if tgt else None,
                      "source_images": {s: len(d) for s, d in srcs.items()},
                      "target_images": len(tgt) if tgt is not None else 0,
                      "pretrained": cfg.pretrained, "pretrained_report": _report(load_report)},

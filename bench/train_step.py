@@ -1,0 +1,85 @@
+"""Adapt-step speed and memory at paper sizes (CUDA), side by side in one process.
+
+    .venv/bin/python bench/train_step.py [--steps 30] [--warmup 10] [--backbone resnet101]
+
+(a) an AdaptSegNet-style step (source CE + target adversarial + D) in fp32 with PyTorch's
+    default settings, and (b) phfa's full adapt step (adversarial + object/category/background
+    hierarchy) with phfa's defaults (bf16 autocast + channels_last on CUDA). Both run through
+    the same `pipeline.train._step` on random data: DeepLab-v2, source 1280x720 + target
+    1024x512, batch 1. Prints ms/step, peak memory and the ratio b/a. On a machine without
+    CUDA it says so and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--backbone", default="resnet101")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("bench/train_step.py needs a CUDA GPU (none found); nothing measured.")
+        return
+    from pipeline import train
+    from pipeline.config import preset
+    from pipeline.losses.alignment import FeatureMemory
+    from pipeline.models.deeplab import build_deeplab
+    from pipeline.models.discriminator import OutputDiscriminator
+
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    base = dataclasses.replace(preset("paper"), backbone=a.backbone, pretrained="none")
+
+    def stream(w, h):
+        x = torch.randn(1, 3, h, w, device=dev)
+        y = torch.randint(0, 19, (1, h, w), device=dev)
+        y[:, : h // 4] = 255
+        while True:
+            yield x, y, ["x"]
+
+    def measure(cfg, phase, bf16):
+        torch.manual_seed(0)
+        model = build_deeplab(cfg.backbone, 19, "none", cfg.freeze_bn).to(dev)
+        if bf16:
+            model = model.to(memory_format=torch.channels_last)
+        D = OutputDiscriminator(19).to(dev)
+        opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
+        mem = FeatureMemory(19, cfg.memory_size, model.feature_dim).to(dev) if phase.align else None
+        src, tgt = stream(*cfg.source_size), stream(*cfg.target_size)
+        for i in range(a.warmup):
+            train._step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, i, dev, bf16)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for i in range(a.steps):
+            train._step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, i, dev, bf16)
+        torch.cuda.synchronize()
+        ms = (time.perf_counter() - t0) / a.steps * 1000
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        del model, D, opt, opt_d, mem
+        torch.cuda.empty_cache()
+        return ms, peak
+
+    iters = a.warmup + a.steps + 1
+    pa = train.Phase("a", "s", iters, adversarial=True, align=())
+    pb = train.Phase("b", "s", iters, adversarial=True, align=("object", "category", "background"))
+    cfg_a = dataclasses.replace(base, precision="fp32")
+    ms_a, mem_a = measure(cfg_a, pa, bf16=False)
+    ms_b, mem_b = measure(base, pb, bf16=train.use_bf16(base, dev))
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  {a.backbone} "
+          f"src {base.source_size[0]}x{base.source_size[1]} tgt {base.target_size[0]}x{base.target_size[1]} batch 1")
+    print(f"(a) AdaptSegNet-style, fp32 defaults:       {ms_a:7.1f} ms/step  peak {mem_a:5.2f} GiB")
+    print(f"(b) phfa full adapt step (adv + hierarchy): {ms_b:7.1f} ms/step  peak {mem_b:5.2f} GiB")
+    print(f"ratio b/a: time {ms_b / ms_a:.2f}  memory {mem_b / mem_a:.2f}")
+
+
+if __name__ == "__main__":
+    main()

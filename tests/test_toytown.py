@@ -1,0 +1,214 @@
+"""toytown generator (pipeline/data/toytown.py): layouts, determinism, class coverage."""
+import hashlib
+import tomllib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import classes as C
+from pipeline.data import toytown as T
+from pipeline.errors import PhfaError
+
+SMALL = {"unity": 6, "gta5": 6, "cityscapes_train": 8, "cityscapes_val": 4}
+GTA_LUT = C.lookup_table(C.GTA5_ID_TO_TRAIN_ID)
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "t"
+    calls = []
+    summary = T.generate(out, seed=3, counts=SMALL, progress=lambda n, d, t: calls.append((n, d, t)), workers=1)
+    return out, summary, calls
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "t"
+    summary = T.generate(out, seed=1)  # default counts, default workers
+    return out, summary
+
+
+def test_summary_and_progress(small):
+    out, summary, calls = small
+    assert summary == {"unity": 6, "gta5": 6, "cityscapes/train": 8, "cityscapes/val": 4}
+    last = {}
+    for name, done, total in calls:
+        assert 0 <= done <= total
+        assert done >= last.get(name, 0)
+        last[name] = done
+    assert last == summary
+
+
+def test_unity_is_synthia_layout(small):
+    out, _, _ = small
+    rgb = sorted(p.name for p in (out / "unity" / "RGB").glob("*.png"))
+    lab = sorted(p.name for p in (out / "unity" / "GT" / "LABELS").glob("*.png"))
+    assert rgb == lab == [f"{i:07d}.png" for i in range(6)]
+    high = False
+    for name in rgb:
+        with Image.open(out / "unity" / "RGB" / name) as im:
+            assert im.mode == "RGB" and im.size == (160, 95)
+        p = out / "unity" / "GT" / "LABELS" / name
+        hdr = p.read_bytes()[:26]
+        assert hdr[24] == 16 and hdr[25] == 2, "16-bit RGB PNG"
+        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        assert arr.dtype == np.uint16 and arr.shape == (95, 160, 3)
+        cls = arr[..., 2]  # OpenCV gives BGR: R is the class
+        assert cls.max() <= 22
+        assert not np.isin(cls, [16, 18, 20]).any(), "SYNTHIA has no terrain, truck, train"
+        assert {1, 2, 3} <= set(np.unique(cls).tolist())  # sky, building, road
+        high |= bool((arr[..., :2] > 255).any())
+    assert high, "instance ids > 255 in the G/B channels somewhere"
+
+
+def test_gta5_layout(small):
+    out, _, _ = small
+    imgs = sorted(p.name for p in (out / "gta5" / "images").glob("*.png"))
+    labs = sorted(p.name for p in (out / "gta5" / "labels").glob("*.png"))
+    assert imgs == labs == [f"{i:05d}.png" for i in range(6)]
+    pal = {lab.id: lab.color for lab in C.LABELS}
+    for name in imgs:
+        with Image.open(out / "gta5" / "images" / name) as im:
+            assert im.mode == "RGB" and im.size == (240, 132)
+        with Image.open(out / "gta5" / "labels" / name) as im:
+            assert im.mode == "P" and im.size == (240, 132)
+            ids = np.asarray(im)
+            p = np.array(im.getpalette()[: 256 * 3]).reshape(-1, 3)
+        assert ids.max() <= 33
+        for i in np.unique(ids):
+            assert tuple(p[i]) == pal[int(i)]
+        tr = GTA_LUT[ids]
+        assert {0, 2, 10} <= set(np.unique(tr).tolist())  # road, building, sky
+
+
+def test_cityscapes_layout(small):
+    out, _, _ = small
+    cs = out / "cityscapes"
+    for split, n in (("train", 8), ("val", 4)):
+        imgs = sorted((cs / "leftImg8bit" / split).glob("*/*_leftImg8bit.png"))
+        labs = sorted((cs / "gtFine" / split).glob("*/*_gtFine_labelIds.png"))
+        assert len(imgs) == len(labs) == n
+        assert [p.name.replace("_leftImg8bit.png", "") for p in imgs] == \
+               [p.name.replace("_gtFine_labelIds.png", "") for p in labs]
+        cities = {p.parent.name for p in imgs}
+        assert cities <= set(T.CITIES[split]) and len(cities) == (2 if split == "train" else 1)  # blocks of 5
+        for ip, lp in zip(imgs, labs):
+            city, seq, frame = ip.name.replace("_leftImg8bit.png", "").split("_")
+            assert city == ip.parent.name and len(seq) == 6 and len(frame) == 6
+            with Image.open(ip) as im:
+                assert im.mode == "RGB" and im.size == (256, 128)
+            with Image.open(lp) as im:
+                assert im.mode == "L" and im.size == (256, 128)
+                ids = np.asarray(im)
+            assert ids.max() <= 33
+            assert (ids[-1] == 1).mean() > 0.9, "ego-vehicle hood (label id 1) along the bottom row"
+    assert not set(T.CITIES["train"]) & set(T.CITIES["val"])
+
+
+def test_data_toml(small):
+    out, _, _ = small
+    text = (out / "phfa-data.toml").read_text()
+    assert text.startswith("# toytown, generated by phfa data synth --seed 3\n")
+    cfg = tomllib.loads(text)
+    assert cfg["domains"] == {
+        "unity": {"format": "synthia", "root": "unity"},
+        "gta5": {"format": "gta5", "root": "gta5"},
+        "cityscapes": {"format": "cityscapes", "root": "cityscapes", "few_shot": 8},  # capped by the 8 train images
+    }
+
+
+def test_same_seed_same_bytes_any_workers_other_seed_differs(small, tmp_path):
+    out, _, _ = small
+    again = tmp_path / "again"
+    T.generate(again, seed=3, counts=SMALL, workers=2)
+    a, b = _digests(out), _digests(again)
+    assert a == b and len(a) == 2 * sum(SMALL.values()) + 2
+    other = tmp_path / "other"
+    counts = {"unity": 2, "gta5": 2, "cityscapes_train": 2, "cityscapes_val": 1}
+    T.generate(other, seed=4, counts=counts, workers=1)
+    c = _digests(other)
+    for rel in ("unity/RGB/0000000.png", "unity/GT/LABELS/0000001.png", "gta5/images/00000.png",
+                "gta5/labels/00001.png"):
+        assert c[rel] != a[rel]
+    cs = [r for r in c if r.startswith("cityscapes/leftImg8bit/train/")]
+    assert cs and all(c[r] != a[r] for r in cs)
+
+
+def test_regenerating_smaller_removes_only_its_own_stale_files(tmp_path):
+    out = tmp_path / "t"
+    T.generate(out, seed=0, counts={"unity": 3, "gta5": 3, "cityscapes_train": 2, "cityscapes_val": 1}, workers=1)
+    mine = out / "gta5" / "images" / "notes.txt"
+    mine.write_text("user file")
+    T.generate(out, seed=0, counts={"unity": 1, "gta5": 2, "cityscapes_train": 1, "cityscapes_val": 1}, workers=1)
+    assert sorted(p.name for p in (out / "unity" / "RGB").glob("*.png")) == ["0000000.png"]
+    assert sorted(p.name for p in (out / "gta5" / "labels").glob("*.png")) == ["00000.png", "00001.png"]
+    assert len(list((out / "cityscapes" / "gtFine" / "train").glob("*/*.png"))) == 1
+    assert mine.read_text() == "user file"
+
+
+@pytest.mark.parametrize("kw", [{"seed": -1}, {"counts": {"gta": 3}}, {"counts": {"gta5": -2}},
+                                {"counts": {"cityscapes_val": 0}}])
+def test_bad_arguments(tmp_path, kw):
+    with pytest.raises(PhfaError):
+        T.generate(tmp_path / "t", **kw)
+
+
+def test_default_generation_has_all_19_classes(full):
+    out, summary = full
+    assert summary == {"unity": 200, "gta5": 300, "cityscapes/train": 150, "cityscapes/val": 50}
+    cfg = tomllib.loads((out / "phfa-data.toml").read_text())
+    assert set(cfg["domains"]) == {"unity", "gta5", "cityscapes"} and cfg["domains"]["cityscapes"]["few_shot"] == 30
+    counts = {}
+    for name, pattern in (("gta5", "gta5/labels/*.png"),
+                          ("train", "cityscapes/gtFine/train/*/*_gtFine_labelIds.png"),
+                          ("val", "cityscapes/gtFine/val/*/*_gtFine_labelIds.png")):
+        hist = np.zeros(256, np.int64)
+        files = sorted(out.glob(pattern))
+        for p in files:
+            with Image.open(p) as im:
+                hist += np.bincount(GTA_LUT[np.asarray(im)].ravel(), minlength=256)
+        counts[name] = (len(files), hist)
+    assert [counts[k][0] for k in ("gta5", "train", "val")] == [300, 150, 50]
+    seen = lambda *ks: {c for c in range(19) if sum(counts[k][1][c] for k in ks) > 0}  # noqa: E731
+    assert seen("gta5", "val") == set(range(19)), "what the acceptance check reads"
+    assert seen("gta5", "train", "val") == set(range(19))
+    assert len(seen("train")) >= 17 and len(seen("val")) >= 15
+    # class imbalance: road, building dominate; pole, light, sign, rider, train are small
+    for k in ("gta5", "train"):
+        h = counts[k][1][:19] / counts[k][1][:19].sum()
+        assert h[C.CLASS_NAMES.index("road")] > 0.15 and h[C.CLASS_NAMES.index("building")] > 0.15
+        for small_cls in ("traffic light", "traffic sign", "rider", "train"):
+            assert h[C.CLASS_NAMES.index(small_cls)] < 0.02
+    # unity labels never hold SYNTHIA's missing classes
+    for p in sorted((out / "unity" / "GT" / "LABELS").glob("*.png"))[:40]:
+        cls = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)[..., 2]
+        assert not np.isin(cls, [16, 18, 20]).any()
+
+
+def test_domains_look_different(full):
+    """Mean colour of road and sky pixels differs between gta5 and cityscapes (appearance gap)."""
+    out, _ = full
+    def means(imgs, labs, reader):
+        acc = {0: [], 10: [], 8: []}
+        for ip, lp in list(zip(imgs, labs))[:40]:
+            with Image.open(ip) as im:
+                rgb = np.asarray(im.convert("RGB")).astype(float)
+            tr = GTA_LUT[reader(lp)]
+            for c in acc:
+                if (tr == c).any():
+                    acc[c].append(rgb[tr == c].mean(0))
+        return {c: np.mean(v, 0) for c, v in acc.items()}
+    read = lambda p: np.asarray(Image.open(p))  # noqa: E731
+    g = means(sorted(out.glob("gta5/images/*.png")), sorted(out.glob("gta5/labels/*.png")), read)
+    c = means(sorted(out.glob("cityscapes/leftImg8bit/train/*/*.png")),
+              sorted(out.glob("cityscapes/gtFine/train/*/*.png")), read)
+    for cls in (0, 10, 8):  # road, sky, vegetation
+        assert np.abs(g[cls] - c[cls]).max() > 20, (cls, g[cls], c[cls])
