@@ -204,6 +204,8 @@ def adapt_cmd(
         raise typer.Exit(130)
     finally:
         rep.close()
+    if man is None:  # a non-zero rank of a torchrun job: rank 0 reports
+        return
     stage_dir = Path(man["outputs"]["final"]).parent
     out.print(f"[green]finished[/] {stage_dir}: " + ", ".join(f"{p['name']} ({p['iters']} it, {p['seconds']} s)"
                                                             for p in man["phases_done"]))

@@ -69,7 +69,7 @@ PRESETS: dict[str, dict] = {
     # batch 4 and a larger lr; ~1/8 of the paper's resolutions.
     "toy": dict(backbone="resnet18", pretrained="none", freeze_bn=False,
                 source_size=(160, 88), target_size=(128, 64), batch_size=4, hflip=True,
-                workers=0, cache=True, iters=300, lr=0.01, lr_d=1e-4,
+                workers=0, cache=True, iters=500, lr=0.005, lr_d=1e-4,
                 log_every=25, ckpt_every=100),
 }
 

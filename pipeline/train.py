@@ -35,8 +35,8 @@ from pipeline.losses import adversarial as adv
 from pipeline.losses import alignment as al
 from pipeline.losses.maxsquare import class_balanced_max_square
 from pipeline.models.discriminator import OutputDiscriminator
-from pipeline.runtime import checkpoint
-from pipeline.runtime.progress import Reporter
+from pipeline.runtime import checkpoint, distributed
+from pipeline.runtime.progress import Reporter, Silent
 
 
 class Interrupted(Exception):
@@ -80,29 +80,33 @@ class StreamSampler(Sampler):
     Each epoch is a permutation drawn from a generator seeded by (seed, epoch), so resuming at
     batch k needs no saved sampler state."""
 
-    def __init__(self, n: int, batch: int, seed: int, start_batch: int = 0):
+    def __init__(self, n: int, batch: int, seed: int, start_batch: int = 0, rank: int = 0, world: int = 1):
         self.n, self.batch, self.seed, self.start = n, batch, seed, start_batch
+        self.rank, self.world = rank, world  # rank r reads global batches r, r + world, ...
 
     def _epoch(self, e: int):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
         return torch.randperm(self.n, generator=g).tolist(), (torch.rand(self.n, generator=g) < 0.5).tolist()
 
     def __iter__(self) -> Iterator[tuple[int, bool]]:
-        p = self.start * self.batch
         e, cache = -1, None
+        k = self.start
         while True:
-            ep = p // self.n
-            if ep != e:
-                e, cache = ep, self._epoch(ep)
-            perm, flips = cache
-            yield perm[p % self.n], flips[p % self.n]
-            p += 1
+            g = k * self.world + self.rank
+            for p in range(g * self.batch, (g + 1) * self.batch):
+                ep = p // self.n
+                if ep != e:
+                    e, cache = ep, self._epoch(ep)
+                perm, flips = cache
+                yield perm[p % self.n], flips[p % self.n]
+            k += 1
 
 
 def _loader(ds: Dataset, cfg: TrainConfig, seed: int, start_batch: int, device: torch.device):
     if len(ds) < cfg.batch_size:
         raise PhfaError(f"batch_size {cfg.batch_size} is larger than the {len(ds)} images available")
-    return iter(DataLoader(ds, batch_size=cfg.batch_size, sampler=StreamSampler(len(ds), cfg.batch_size, seed, start_batch),
+    sampler = StreamSampler(len(ds), cfg.batch_size, seed, start_batch, distributed.rank(), distributed.world_size())
+    return iter(DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
                            num_workers=cfg.workers, pin_memory=device.type == "cuda", drop_last=True,
                            persistent_workers=cfg.workers > 0))
 
@@ -134,6 +138,10 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
     model.to(device)
     if bf16:
         model.to(memory_format=torch.channels_last)
+    main = distributed.is_main()
+    if not main:
+        reporter = Silent()
+    net = distributed.wrap(model, device)  # forward through DDP; state and param groups from model
     metrics_path = out / "metrics.jsonl"
     for pi in range(state.phase, len(phases)):
         ph = phases[pi]
@@ -159,6 +167,8 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
 
         def snapshot(it: int) -> Path:
             p = out / "last.pt"
+            if not main:
+                return p
             checkpoint.save(p, {
                 "kind": "train-state", "arch": arch or {}, "config": cfg.to_dict(),
                 "phase": pi, "iter": it, "history": state.history,
@@ -181,7 +191,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         it = start_it
         try:
             for it in range(start_it, ph.iters):
-                losses = _step(cfg, model, D, opt, opt_d, memory, ph, src_it, tgt_it, it, device, bf16)
+                losses = _step(cfg, net, D, opt, opt_d, memory, ph, src_it, tgt_it, it, device, bf16)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0) + v
                 n_acc += 1
@@ -195,7 +205,8 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
                     vals = {k: float(v) / n_acc for k, v in sums.items()}  # the only host sync
                     vals["lr"] = opt.param_groups[0]["lr"]
                     reporter.log(it + 1, vals)
-                    _append_jsonl(metrics_path, {"phase": ph.name, "iter": it + 1, **vals})
+                    if main:
+                        _append_jsonl(metrics_path, {"phase": ph.name, "iter": it + 1, **vals})
                     sums, n_acc = {}, 0
                 if (it + 1) % cfg.ckpt_every == 0 and it + 1 < ph.iters:
                     last_good = snapshot(it + 1)
@@ -305,6 +316,7 @@ def _step(cfg, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, it, devi
             with amp:
                 loss_d = adv.discriminator_loss(D, prob_s, prob_t.detach())
             (cfg.lambda_d * loss_d).backward()
+            distributed.average_grads(D)  # D is not DDP-wrapped (see runtime/distributed.py)
             out["d"] = loss_d.detach()
     opt.step()
     if opt_d is not None:

@@ -25,9 +25,10 @@ layout statistics:
   lenses, crowded with pedestrians; like SYNTHIA no terrain, truck or train, and lane
   markings carry SYNTHIA's own lane-marking id (void in evaluation).
 - ``gta5``: textured (asphalt noise, bricks, concrete slabs, window grids, glass towers),
-  directional sun with lit/unlit facades and cast shadows of buildings and vehicles,
-  specular car paint, warm haze; vivid car colours, dry olive vegetation and grass, taller
-  buildings, more trucks, fewer pedestrians; driving-height camera with a wide lens.
+  directional sun with lit/unlit facades and cast shadows of buildings and vehicles (a
+  quarter of the days overcast, a tenth at sunset, like the game's weather), specular car
+  paint, warm haze; vivid car colours, dry olive vegetation and grass, taller buildings,
+  more trucks, fewer pedestrians; driving-height camera with a wide lens.
 - ``cityscapes``: overcast light (white sky, no cast shadows), a different palette per class
   (lighter purple-grey roads, reddish pavers, plaster/sandstone facades with framed windows,
   grey/black/silver cars, dark green vegetation, dark clothes), low camera with a narrower
@@ -260,8 +261,14 @@ def _scene_palette(dom: str, rng: np.random.Generator, bias: dict | None = None)
             "haze": _grey(0.85, (0, 0.02, 0.05)),
         }
     if dom == "gta5":
-        sunset = rng.random() < 0.12
-        return {
+        # the game's weather: mostly sun, some sunsets, some overcast days (grey sky, no cast shadows)
+        w = rng.random()
+        weather = "sun" if w < 0.65 else ("sunset" if w < 0.75 else "overcast")
+        sunset = weather == "sunset"
+        grey_sky = {"sky0": _hsv(u(0.55, 0.62), u(0.05, 0.15), u(0.6, 0.78)), "sky1": _grey(u(0.78, 0.9)),
+                    "haze": _grey(0.75, (0, 0.01, 0.02))}
+        pal = {
+            "weather": weather,
             "road": _hsv(u(0.05, 0.12), u(0.05, 0.15), u(0.17, 0.3)),
             "sidewalk": _hsv(u(0.08, 0.14), u(0.05, 0.15), u(0.55, 0.72)),
             "lane": _hsv(0.13, 0.8, 0.85) if rng.random() < 0.5 else _grey(0.85),
@@ -273,6 +280,9 @@ def _scene_palette(dom: str, rng: np.random.Generator, bias: dict | None = None)
             "pole": _grey(u(0.22, 0.45), (0.02, 0.02, 0)),
             "haze": _hsv(0.1, 0.15, 0.85) if not sunset else _hsv(0.07, 0.4, 0.85),
         }
+        if weather == "overcast":
+            pal.update(grey_sky)
+        return pal
     b = bias or {}
     pavers = rng.random() < 0.6
     return {
@@ -372,7 +382,7 @@ def _skin(dom: str, rng: np.random.Generator) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- scene sampling
 
-def _make_row(rng, dom, side, x, depth, z_from, z_to, gaps, pick) -> Row:
+def _make_row(rng, side, x, depth, z_from, z_to, gaps, pick) -> Row:
     """Segments from z_from to z_to; `gaps` are forced empty Z ranges; pick(rng) -> segment dict."""
     segs = []
     z = z_from
@@ -496,7 +506,7 @@ def _sample_scene(dom: str, rng: np.random.Generator, W: int, H: int, bias: dict
             return {"code": BUILDING, "len": r.uniform(lmin, lmax), "h": hh, "col": col, "wcol": wcol, "win": win,
                     "kind": kind, "gf": gf}
 
-        rows.append(_make_row(rng, dom, side, xf, u(10, 16), -30.0, far, gaps, pick_building))
+        rows.append(_make_row(rng, side, xf, u(10, 16), -30.0, far, gaps, pick_building))
 
         # back row: taller buildings or a mass of trees
         p_veg = {"unity": 0.4, "gta5": 0.5, "cityscapes": 0.45}[dom]
@@ -509,7 +519,7 @@ def _sample_scene(dom: str, rng: np.random.Generator, W: int, H: int, bias: dict
             return {"code": BUILDING, "len": r.uniform(15, 40), "h": r.uniform(hmin, hmax * 1.3), "col": col, "wcol": wcol,
                     "win": win, "kind": kind}
 
-        rows.append(_make_row(rng, dom, side, xf + u(14, 26), 30.0, -30.0, far, [], pick_back))
+        rows.append(_make_row(rng, side, xf + u(14, 26), 30.0, -30.0, far, [], pick_back))
         rows[-1].role = "back"
 
         # walls, fences and hedges at the outer edge of the sidewalk (only with a setback)
@@ -530,7 +540,7 @@ def _sample_scene(dom: str, rng: np.random.Generator, W: int, H: int, bias: dict
                 return {"code": VEG, "len": r.uniform(5, 20), "h": r.uniform(0.8, 1.8), "hn": 0.25,
                         "col": pal["veg"] * r.uniform(0.8, 1.15)}
 
-            rows.append(_make_row(rng, dom, side, fx, 0.8, 1.0, far, gaps, pick_fence))
+            rows.append(_make_row(rng, side, fx, 0.8, 1.0, far, gaps, pick_fence))
             rows[-1].role = "fence"
         elif rng.random() < 0.3:  # a low wall / fence in front of a building (railings, garden walls)
             fx = rw / 2 + sw - 0.1
@@ -543,7 +553,7 @@ def _sample_scene(dom: str, rng: np.random.Generator, W: int, H: int, bias: dict
                     return {"code": WALL, "len": r.uniform(4, 12), "h": r.uniform(0.6, 1.3), "col": _wall_color(dom, r), "kind": 0}
                 return {"code": FENCE, "len": r.uniform(4, 12), "h": r.uniform(0.8, 1.3), "col": _fence_color(dom, r), "kind": 1}
 
-            rows.append(_make_row(rng, dom, side, fx, 0.3, 2.0, far, gaps, pick_low))
+            rows.append(_make_row(rng, side, fx, 0.3, 2.0, far, gaps, pick_low))
             rows[-1].role = "fence"
 
     # --- skyline at the end of the street
@@ -571,7 +581,10 @@ def _sample_scene(dom: str, rng: np.random.Generator, W: int, H: int, bias: dict
     if dom == "gta5":
         el = math.radians(u(20, 60))
         az = u(-math.pi, math.pi)
-        light = {"amb": u(0.42, 0.55), "dir": u(0.6, 0.8), "shadow": u(0.45, 0.6)}
+        if pal["weather"] == "overcast":
+            light = {"amb": u(0.75, 0.85), "dir": u(0.1, 0.2), "shadow": 1.0}
+        else:
+            light = {"amb": u(0.42, 0.55), "dir": u(0.6, 0.8), "shadow": u(0.45, 0.6)}
     elif dom == "cityscapes":
         el, az = math.radians(70), u(-math.pi, math.pi)
         light = {"amb": u(0.8, 0.9), "dir": 0.15, "shadow": 1.0}
@@ -1353,7 +1366,7 @@ def _ground(fr: _Frame, sc: Scene, dirs, bank) -> None:
         col = np.where(curb[:, None], col * 0.85, col)
     if dom == "gta5":
         lit = _shade(sc, np.array([0, 1.0, 0]))
-        sh = _shadow(sc, X, Z)
+        sh = _shadow(sc, X, Z) if sc.light["shadow"] < 1 else np.zeros(X.shape, bool)
         col = col * np.where(sh, sc.light["amb"] / lit * 1.1, 1.0)[:, None] * lit
     elif dom == "cityscapes":
         col = col * _shade(sc, np.array([0, 1.0, 0]))
@@ -1461,7 +1474,7 @@ def _object_shadow(fr: _Frame, sc: Scene, obj: Obj) -> None:
     hgt = allp[:, 1].max()
     foot = np.array([[x0, 0, z0], [x1, 0, z0], [x1, 0, z1], [x0, 0, z1]])
     polys = [(foot, 0.55 if sc.dom == "cityscapes" else 0.6)]
-    if sc.dom == "gta5":
+    if sc.dom == "gta5" and sc.light["shadow"] < 1:
         s = sc.sun
         off = -np.array([s[0], 0, s[2]]) / max(s[1], 0.2) * hgt * 0.8
         sh = np.concatenate([foot, foot + off])
@@ -1498,12 +1511,12 @@ def _render(sc: Scene, bank: np.ndarray, rng: np.random.Generator) -> tuple[np.n
         _object_shadow(fr, sc, obj)
         _draw_object(fr, sc, obj, bank)
     if sc.dom == "cityscapes":
-        _hood(fr, sc, rng)
-    img = _post(fr, sc, rng, bank)
+        _hood(fr, sc)
+    img = _post(fr, sc, rng)
     return img, fr.code, fr.inst
 
 
-def _hood(fr: _Frame, sc: Scene, rng) -> None:
+def _hood(fr: _Frame, sc: Scene) -> None:
     H, W = fr.code.shape
     hh = sc.light["hood"] * H
     x = (np.arange(W) + 0.5 - W / 2) / (W / 2)
@@ -1518,7 +1531,7 @@ def _hood(fr: _Frame, sc: Scene, rng) -> None:
     fr.img[yy, xx] = 0.06 + 0.25 * fr.img[src, xx]
 
 
-def _post(fr: _Frame, sc: Scene, rng: np.random.Generator, bank) -> np.ndarray:
+def _post(fr: _Frame, sc: Scene, rng: np.random.Generator) -> np.ndarray:
     import cv2
 
     img = fr.img

@@ -23,7 +23,7 @@ from pipeline.data import datasets
 from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.errors import PhfaError
 from pipeline.models.deeplab import build_deeplab
-from pipeline.runtime import checkpoint
+from pipeline.runtime import checkpoint, distributed
 from pipeline.runtime.atomic import write_json
 from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir, now, sha256
@@ -133,9 +133,18 @@ def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, c
     data.domain(target, option="--target")
     specs = resolve_sources(data, run, sources, source_style)  # fail on bad names before writing
     sd = StageDir(run, stage_name(cfg, tag, source_style))
-    resuming = sd.begin(force=force, resume=resume, command=command)
-    if resuming:
-        sd.write(status="running", resumed=now())
+    if device is None:
+        _, world, device = distributed.init()
+    main = distributed.is_main()
+    if main:  # rank 0 alone touches the stage folder; the others wait for it
+        resuming = sd.begin(force=force, resume=resume, command=command)
+        if resuming:
+            sd.write(status="running", resumed=now())
+        if any(p.needs_target for p in build_phases(cfg, sources)):
+            datasets.few_shot_names(data.domain(target), cfg.seed, few_shot_file(run, target))
+    else:
+        resuming = resume
+    distributed.barrier()
     state, ck = None, None
     if resuming:
         if not (sd.path / "last.pt").is_file():
@@ -148,7 +157,6 @@ def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, c
         source_style = sd.manifest().get("source_style", source_style)
         specs = resolve_sources(data, run, sources, source_style)
         state = train.State(phase=ck["phase"], it=ck["iter"], history=ck.get("history", []))
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed)
@@ -161,24 +169,28 @@ def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, c
     load_report = getattr(model, "load_report", None)
     if ck is not None:
         model.load_state_dict(ck["model"])
-    sd.write(sources=sources, target=target, config=cfg.to_dict(),
-             phases=[{"name": p.name, "source": p.source, "iters": p.iters, "adversarial": p.adversarial,
-                      "align": list(p.align)} for p in phases],
-             source_style=source_style,
-             inputs={"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in srcs},
-                     "few_shot_list": str(few_shot_file(run, target)) if tgt else None,
-                     "source_images": {s: len(d) for s, d in srcs.items()},
-                     "target_images": len(tgt) if tgt is not None else 0,
-                     "pretrained": cfg.pretrained, "pretrained_report": _report(load_report)},
-             device=str(device), precision="bf16+channels_last" if train.use_bf16(cfg, device) else "fp32")
+    if main:
+        sd.write(sources=sources, target=target, config=cfg.to_dict(), world_size=distributed.world_size(),
+                 phases=[{"name": p.name, "source": p.source, "iters": p.iters, "adversarial": p.adversarial,
+                          "align": list(p.align)} for p in phases],
+                 source_style=source_style,
+                 inputs={"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in srcs},
+                         "few_shot_list": str(few_shot_file(run, target)) if tgt else None,
+                         "source_images": {s: len(d) for s, d in srcs.items()},
+                         "target_images": len(tgt) if tgt is not None else 0,
+                         "pretrained": cfg.pretrained, "pretrained_report": _report(load_report)},
+                 device=str(device), precision="bf16+channels_last" if train.use_bf16(cfg, device) else "fp32")
     t0 = time.time()
     try:
         state = train.run(cfg, model, phases, train.Data(srcs, tgt), sd.path, reporter, state=state,
                           resume=ck, device=device, arch=arch_of(cfg))
     except train.Interrupted as e:
-        sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
+        if main:
+            sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
         raise
     train_seconds = time.time() - t0
+    if not main:
+        return None
     final = sd.path / "final.pt"
     checkpoint.save(final, segmentor_payload(model, cfg, {"phases": state.history, "sources": sources,
                                                          "target": target}))

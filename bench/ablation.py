@@ -1,0 +1,127 @@
+"""Toytown ablation (paper Table IV on the embedded benchmark): every variant, several seeds.
+
+    .venv/bin/python bench/ablation.py --data data/toytown --out runs/ablation --seeds 0 1 2 [--jobs 2]
+
+Runs, per seed, in RUN = OUT/s<seed> (toy preset, CPU, one thread per job, --jobs at once):
+  so        phfa adapt --sources gta5 --no-adversarial --no-hierarchy           (FCN row)
+  aa        phfa adapt --sources gta5 --no-hierarchy                            (+AA)
+  single    phfa adapt --sources gta5 --tag single                              (+AA +HFA, one source)
+  phfa      phfa adapt --sources unity,gta5                                     (+AA +HFA, progressive)
+  oracle    phfa adapt --sources cityscapes --no-adversarial --no-hierarchy --tag oracle (target labels)
+  it, fda   phfa translate --source gta5 [--method fda]  (CycleGAN with Eq. 7 from `so`)
+  so-it, so-fda, aa-it, aa-fda: source-only / +AA on the translated sources
+Stages that already finished are skipped, so the script can be re-run to complete a table.
+Then prints mean ± std of target-val mIoU per variant and the share of the oracle gap
+recovered: (variant - so) / (oracle - so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {  # name: (stage folder, phfa arguments, depends on)
+    "so": ("adapt-noadv-nohier", ["adapt", "--sources", "gta5", "--no-adversarial", "--no-hierarchy"], []),
+    "aa": ("adapt-nohier", ["adapt", "--sources", "gta5", "--no-hierarchy"], []),
+    "single": ("adapt-single", ["adapt", "--sources", "gta5", "--tag", "single"], []),
+    "phfa": ("adapt", ["adapt", "--sources", "unity,gta5"], []),
+    "oracle": ("adapt-oracle", ["adapt", "--sources", "cityscapes", "--no-adversarial", "--no-hierarchy",
+                                "--tag", "oracle"], []),
+    "it": ("translate-gta5", ["translate", "--source", "gta5", "--seg-from", "adapt-noadv-nohier"], ["so"]),
+    "fda": ("translate-gta5-fda", ["translate", "--source", "gta5", "--method", "fda"], []),
+    "so-it": ("adapt-it-noadv-nohier", ["adapt", "--sources", "gta5", "--source-style", "translated",
+                                        "--no-adversarial", "--no-hierarchy"], ["it"]),
+    "so-fda": ("adapt-fda-noadv-nohier", ["adapt", "--sources", "gta5", "--source-style", "fda",
+                                          "--no-adversarial", "--no-hierarchy"], ["fda"]),
+    "aa-it": ("adapt-it-nohier", ["adapt", "--sources", "gta5", "--source-style", "translated", "--no-hierarchy"], ["it"]),
+    "aa-fda": ("adapt-fda-nohier", ["adapt", "--sources", "gta5", "--source-style", "fda", "--no-hierarchy"], ["fda"]),
+}
+ROWS = ["so", "aa", "single", "phfa", "so-fda", "so-it", "aa-fda", "aa-it", "oracle"]
+
+
+def finished(run: Path, stage: str) -> bool:
+    m = run / stage / "manifest.json"
+    return m.is_file() and json.loads(m.read_text()).get("status") == "finished"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="data/toytown")
+    ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
+    ap.add_argument("--iters", type=int, default=None, help="override iterations of every stage (smoke runs)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for adapt stages")
+    a = ap.parse_args()
+    cfg = Path(a.data) / "phfa-data.toml"
+    if not cfg.is_file():
+        sys.exit(f"{cfg} missing: run `phfa data synth --out {a.data}` first")
+    phfa = str(Path(sys.executable).with_name("phfa"))
+    names = a.only or list(VARIANTS)
+    todo = [(s, v) for s in a.seeds for v in names]
+    running: dict[tuple, subprocess.Popen] = {}
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.time()
+    while todo or running:
+        for key, p in list(running.items()):
+            if p.poll() is not None:
+                del running[key]
+                print(f"[{time.time() - t0:6.0f}s] done {key} rc={p.returncode}", flush=True)
+        for s, v in list(todo):
+            if len(running) >= a.jobs:
+                break
+            run = Path(a.out) / f"s{s}"
+            stage, args, deps = VARIANTS[v]
+            if finished(run, stage):
+                todo.remove((s, v))
+                continue
+            if any((s, d) in running or (s, d) in todo for d in deps):
+                continue
+            if any(not finished(run, VARIANTS[d][0]) for d in deps):
+                print(f"skip {v} seed {s}: dependency failed", flush=True)
+                todo.remove((s, v))
+                continue
+            cmd = [phfa, *args, "--config", str(cfg), "--run", str(run), "--preset", "toy", "--seed", str(s)]
+            if args[0] == "adapt":
+                cmd += [x for kv in a.sets for x in ("--set", kv)]
+            if a.iters is not None:
+                cmd += ["--iters", str(a.iters)]
+            run.mkdir(parents=True, exist_ok=True)
+            log = open(run / f"{v}.log", "w")
+            print(f"[{time.time() - t0:6.0f}s] start {v} seed {s}: {' '.join(cmd[1:])}", flush=True)
+            running[(s, v)] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            todo.remove((s, v))
+        time.sleep(2)
+    table(Path(a.out), a.seeds)
+
+
+def table(out: Path, seeds: list[int]) -> None:
+    res: dict[str, list[float]] = {}
+    for v in ROWS:
+        for s in seeds:
+            met = out / f"s{s}" / VARIANTS[v][0] / "metrics.json"
+            if met.is_file():
+                res.setdefault(v, []).append(json.loads(met.read_text())["miou"])
+    so = statistics.mean(res["so"]) if res.get("so") else None
+    orc = statistics.mean(res["oracle"]) if res.get("oracle") else None
+    print(f"\ntoytown target-val mIoU (19 classes), seeds {seeds}")
+    print(f"{'variant':8s} {'stage':24s} {'mIoU mean':>9s} {'std':>5s}  {'per seed':24s} {'oracle gap recovered':>20s}")
+    for v in ROWS:
+        xs = res.get(v)
+        if not xs:
+            continue
+        m = statistics.mean(xs)
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        share = f"{100 * (m - so) / (orc - so):6.1f} %" if (so is not None and orc is not None and orc != so
+                                                            and v not in ("so", "oracle")) else ""
+        print(f"{v:8s} {VARIANTS[v][0]:24s} {m:9.2f} {sd:5.2f}  {' '.join(f'{x:.2f}' for x in xs):24s} {share:>20s}")
+
+
+if __name__ == "__main__":
+    main()
