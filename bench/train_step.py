@@ -23,8 +23,9 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--backbone", default="resnet101")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the code path only")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not a.smoke:
         print("bench/train_step.py needs a CUDA GPU (none found); nothing measured.")
         return
     from pipeline import train
@@ -33,9 +34,14 @@ def main():
     from pipeline.models.deeplab import build_deeplab
     from pipeline.models.discriminator import OutputDiscriminator
 
-    dev = torch.device("cuda")
+    dev = torch.device("cpu" if a.smoke else "cuda")
     torch.backends.cudnn.benchmark = True
     base = dataclasses.replace(preset("paper"), backbone=a.backbone, pretrained="none")
+    if a.smoke:
+        base = dataclasses.replace(base, backbone="resnet18", source_size=(64, 32), target_size=(64, 32))
+        a.steps, a.warmup = 1, 1
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    peak_mem = (lambda: torch.cuda.max_memory_allocated() / 2**30) if dev.type == "cuda" else (lambda: float("nan"))
 
     def stream(w, h):
         x = torch.randn(1, 3, h, w, device=dev)
@@ -56,16 +62,18 @@ def main():
         src, tgt = stream(*cfg.source_size), stream(*cfg.target_size)
         for i in range(a.warmup):
             train._step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, i, dev, bf16)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        sync()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         for i in range(a.steps):
             train._step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, i, dev, bf16)
-        torch.cuda.synchronize()
+        sync()
         ms = (time.perf_counter() - t0) / a.steps * 1000
-        peak = torch.cuda.max_memory_allocated() / 2**30
+        peak = peak_mem()
         del model, D, opt, opt_d, mem
-        torch.cuda.empty_cache()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
         return ms, peak
 
     iters = a.warmup + a.steps + 1
@@ -74,7 +82,8 @@ def main():
     cfg_a = dataclasses.replace(base, precision="fp32")
     ms_a, mem_a = measure(cfg_a, pa, bf16=False)
     ms_b, mem_b = measure(base, pb, bf16=train.use_bf16(base, dev))
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  {a.backbone} "
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (smoke)"
+    print(f"device: {name}  torch {torch.__version__}  {base.backbone} "
           f"src {base.source_size[0]}x{base.source_size[1]} tgt {base.target_size[0]}x{base.target_size[1]} batch 1")
     print(f"(a) AdaptSegNet-style, fp32 defaults:       {ms_a:7.1f} ms/step  peak {mem_a:5.2f} GiB")
     print(f"(b) phfa full adapt step (adv + hierarchy): {ms_b:7.1f} ms/step  peak {mem_b:5.2f} GiB")

@@ -19,48 +19,58 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--crop", default="1024x512")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the code path only")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not a.smoke:
         print("bench/translate_step.py needs a CUDA GPU (none found); nothing measured.")
         return
     from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
-    dev = torch.device("cuda")
+    dev = torch.device("cpu" if a.smoke else "cuda")
     torch.backends.cudnn.benchmark = True
     w, h = map(int, a.crop.split("x"))
+    full = (1280, 720)
+    cfg = CycleGANConfig()
+    if a.smoke:
+        w, h, full, a.steps, a.warmup = 64, 32, (64, 32), 1, 1
+        cfg = CycleGANConfig(ngf=8, ndf=8, n_blocks=1)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def measure(dtype):
         torch.manual_seed(0)
-        gan = CycleGAN(CycleGANConfig()).to(dev)
+        gan = CycleGAN(cfg).to(dev)
         og, od = gan.optimizers()
         xa = torch.rand(1, 3, h, w, device=dev) * 2 - 1
         xb = torch.rand(1, 3, h, w, device=dev) * 2 - 1
         for _ in range(a.warmup):
             gan.train_step(xa, xb, og, od, autocast_dtype=dtype)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        sync()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         for _ in range(a.steps):
             gan.train_step(xa, xb, og, od, autocast_dtype=dtype)
-        torch.cuda.synchronize()
+        sync()
         ms = (time.perf_counter() - t0) / a.steps * 1000
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        x = torch.rand(1, 3, 720, 1280, device=dev) * 2 - 1
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-            for _ in range(3):
+        peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")
+        x = torch.rand(1, 3, full[1], full[0], device=dev) * 2 - 1
+        n = 2 if a.smoke else 20
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            for _ in range(1 if a.smoke else 3):
                 gan.translate(x)
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
-            for _ in range(20):
+            for _ in range(n):
                 gan.translate(x)
-            torch.cuda.synchronize()
-        ips = 20 / (time.perf_counter() - t0)
+            sync()
+        ips = n / (time.perf_counter() - t0)
         return ms, peak, ips
 
     f_ms, f_mem, f_ips = measure(None)
     b_ms, b_mem, b_ips = measure(torch.bfloat16)
-    print(f"device: {torch.cuda.get_device_name()}  crop {w}x{h}, batch 1")
-    print(f"fp32: {f_ms:7.1f} ms/step  peak {f_mem:5.2f} GiB  write {f_ips:6.1f} img/s (1280x720)")
-    print(f"bf16: {b_ms:7.1f} ms/step  peak {b_mem:5.2f} GiB  write {b_ips:6.1f} img/s (1280x720)")
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (smoke)"
+    print(f"device: {name}  crop {w}x{h}, batch 1")
+    print(f"fp32: {f_ms:7.1f} ms/step  peak {f_mem:5.2f} GiB  write {f_ips:6.1f} img/s ({full[0]}x{full[1]})")
+    print(f"bf16: {b_ms:7.1f} ms/step  peak {b_mem:5.2f} GiB  write {b_ips:6.1f} img/s ({full[0]}x{full[1]})")
     print(f"bf16 step rate / fp32 step rate: {f_ms / b_ms:.2f}x   write: {b_ips / f_ips:.2f}x")
 
 
