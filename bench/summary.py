@@ -23,6 +23,7 @@ def main(run: str) -> None:
         if m.get("status") != "finished" or not met.is_file():
             continue
         rows.append((man.parent.name, m, json.loads(met.read_text())))
+    rows.sort(key=lambda r: r[1].get("started", ""))  # in the order the stages ran
     if not rows:
         print(f"no finished stage with metrics under {run}")
         return
