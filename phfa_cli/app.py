@@ -153,6 +153,23 @@ def _train_config(preset: str, sets, iters, seed, precision=None, extra=()):
     return make_preset(preset).overrides(pairs + list(extra))
 
 
+def _run_training(fn):
+    """Run a training stage with a progress reporter; Ctrl-C prints the resume command (exit 130)."""
+    from phfa_cli.reporting import make_reporter
+    from pipeline.train import Interrupted
+
+    rep = make_reporter()
+    try:
+        return fn(rep)
+    except Interrupted as e:
+        rep.close()
+        err.print(f"[yellow]{e}[/]")
+        err.print(f"resume with: {_command_line().replace(' --force', '')} --resume")
+        raise typer.Exit(130)
+    finally:
+        rep.close()
+
+
 def _command_line() -> str:
     import shlex, sys
     return "phfa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -179,10 +196,8 @@ def adapt_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
     """Progressive adversarial adaptation + hierarchical feature alignment (Eq. 10)."""
-    from phfa_cli.reporting import make_reporter
     from pipeline.data.dataconfig import load_data_config
     from pipeline.stages.adapt import adapt
-    from pipeline.train import Interrupted
 
     data = load_data_config(config)
     extra = []
@@ -193,17 +208,9 @@ def adapt_cmd(
     elif align is not None:
         extra.append(f"align={align}")
     cfg = _train_config(preset, sets, iters, seed, precision, extra)
-    rep = make_reporter()
-    try:
-        man = adapt(data, run, [s.strip() for s in sources.split(",") if s.strip()], target, cfg, tag=tag,
-                    force=force, resume=resume, source_style=source_style, reporter=rep, command=_command_line())
-    except Interrupted as e:
-        rep.close()
-        err.print(f"[yellow]{e}[/]")
-        err.print(f"resume with: {_command_line().replace(' --force', '')} --resume")
-        raise typer.Exit(130)
-    finally:
-        rep.close()
+    man = _run_training(lambda rep: adapt(
+        data, run, [s.strip() for s in sources.split(",") if s.strip()], target, cfg, tag=tag, force=force,
+        resume=resume, source_style=source_style, reporter=rep, command=_command_line()))
     if man is None:  # a non-zero rank of a torchrun job: rank 0 reports
         return
     stage_dir = Path(man["outputs"]["final"]).parent
@@ -233,11 +240,9 @@ def translate_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
     """Image-level alignment: translate a source domain to the target style (CycleGAN or FDA)."""
-    from phfa_cli.reporting import make_reporter
     from pipeline.config import translate_preset
     from pipeline.data.dataconfig import load_data_config
     from pipeline.stages.translate import translate
-    from pipeline.train import Interrupted
 
     data = load_data_config(config)
     pairs = list(sets or []) + [f"method={method}"]
@@ -246,25 +251,17 @@ def translate_cmd(
     if seed is not None:
         pairs.append(f"seed={seed}")
     cfg = translate_preset(preset).overrides(pairs)
+    from pipeline.errors import PhfaError
     if seg_from is not None:
         if seg_checkpoint is not None:
-            raise_opt("only one of --seg-checkpoint and --seg-from;")
+            raise PhfaError("give --seg-checkpoint or --seg-from, not both")
         seg_checkpoint = run / seg_from / "final.pt"
         if not seg_checkpoint.is_file():
-            from pipeline.errors import PhfaError
             raise PhfaError(f"--seg-from: {seg_checkpoint} does not exist; run that stage first "
                             f"(e.g. `phfa adapt --run {run} --sources {source} --no-adversarial --no-hierarchy`)")
-    rep = make_reporter()
-    try:
-        man = translate(data, run, source, target, cfg, seg_checkpoint=seg_checkpoint, force=force, resume=resume,
-                        reporter=rep, command=_command_line())
-    except Interrupted as e:
-        rep.close()
-        err.print(f"[yellow]{e}[/]")
-        err.print(f"resume with: {_command_line().replace(' --force', '')} --resume")
-        raise typer.Exit(130)
-    finally:
-        rep.close()
+    man = _run_training(lambda rep: translate(
+        data, run, source, target, cfg, seg_checkpoint=seg_checkpoint, force=force, resume=resume, reporter=rep,
+        command=_command_line()))
     w = man["written"]
     out.print(f"[green]finished[/] {man['domain']['root']}: {w['images']} images ({w['written']} written, "
               f"{w['skipped_existing']} already there) in the {man['domain']['format']} layout; "
