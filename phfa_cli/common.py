@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 import traceback
 import warnings
 
@@ -11,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import classes as C
 from pipeline.errors import PhfaError
 
 out = Console(highlight=False, soft_wrap=True)
@@ -56,15 +54,3 @@ def metrics_table(m: dict, title: str) -> Table:
     t.add_row(f"[bold]mIoU ({m['classes']})[/]", f"[bold]{m['miou']:.2f}[/]")
     t.add_row("pixel acc.", f"{m['pixel_acc']:.2f}")
     return t
-
-
-def class_names() -> list[str]:
-    return list(C.CLASS_NAMES)
-
-
-def fail(msg: str) -> None:
-    raise PhfaError(msg)
-
-
-def echo_plain(msg: str) -> None:
-    print(msg, file=sys.stdout, flush=True)

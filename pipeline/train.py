@@ -16,12 +16,11 @@ exactly the batches, learning rate, optimiser, memory and RNG state it stopped a
 """
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -129,8 +128,7 @@ def _phase_seed(seed: int, phase: int, stream: int) -> int:
 
 def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Data, out: Path,
         reporter: Reporter, state: State | None = None, resume: dict | None = None,
-        device: torch.device | None = None, on_phase_end: Callable[[Phase, dict], None] | None = None,
-        arch: dict | None = None) -> State:
+        device: torch.device | None = None, arch: dict | None = None) -> State:
     """Train through `phases`, writing out/last.pt (snapshots) and out/metrics.jsonl."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     state = state or State()
@@ -214,13 +212,12 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
             p = snapshot(it)  # iteration `it` did not complete: resume repeats it
             raise Interrupted(p, it, ph.name) from None
         state.history.append({"name": ph.name, "source": ph.source, "iters": ph.iters,
+                              "memory_counts": memory.counts() if memory is not None else None,
                               "adversarial": ph.adversarial, "align": list(ph.align),
                               "target_labels": ph.target_labels, "seconds": round(time.time() - t0, 1)})
         state.phase, state.it = pi + 1, 0
         if pi == len(phases) - 1:
             snapshot(ph.iters)  # last.pt of a finished run: the complete final state
-        if on_phase_end is not None:
-            on_phase_end(ph, {"memory": memory.counts() if memory is not None else None})
     return state
 
 

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import classes as C
 from pipeline.data import datasets, formats, pngio
 from pipeline.data.dataconfig import load_data_config
 from pipeline.errors import PhfaError

@@ -1,10 +1,8 @@
 """`phfa translate` (CycleGAN and FDA) on tiny data: the written domain, resume, bad inputs."""
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from phfa_cli.app import app

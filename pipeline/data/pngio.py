@@ -6,7 +6,6 @@ All writes are atomic (temp file in the same folder, then `os.replace`).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

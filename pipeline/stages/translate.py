@@ -123,14 +123,6 @@ def _gan_batch(x: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
     return to_gan_range(datasets.denormalize(x[..., top:top + h, left:left + w]))
 
 
-def _perceptual(seg_ckpt: Path | None, device):
-    if seg_ckpt is None:
-        return None, None
-    from pipeline.losses.perceptual import SegPerceptualLoss
-    seg, ck = checkpoint.load_segmentor(seg_ckpt, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
-    return seg, ck
-
-
 def _preview(path: Path, src: torch.Tensor, fake: torch.Tensor, tgt: torch.Tensor) -> None:
     """One row: source | translated | a target image (all [-1, 1])."""
     def u8(t):
