@@ -86,6 +86,14 @@ THING_CLASSES: tuple[int, ...] = (5, 6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
 STUFF_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 9, 10)
 
 
+def label_id_palette() -> np.ndarray:
+    """256 x 3 uint8: the Cityscapes colour of each label id (black elsewhere); GTA5 label palette."""
+    pal = np.zeros((256, 3), dtype=np.uint8)
+    for l in LABELS:
+        pal[l.id] = l.color
+    return pal
+
+
 def lookup_table(mapping: dict[int, int], size: int = 256) -> np.ndarray:
     """A uint8 array lut with lut[id] = trainId, 255 for ids outside the mapping."""
     lut = np.full(size, IGNORE, dtype=np.uint8)

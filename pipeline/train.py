@@ -242,10 +242,12 @@ def _step(cfg, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, it, devi
         opt_d.zero_grad(set_to_none=True)
     out: dict[str, torch.Tensor] = {}
 
+    def batch(stream):
+        x, y, _ = next(stream)
+        return x.to(device, non_blocking=True).contiguous(memory_format=cl), y.to(device, non_blocking=True)
+
     # --- source: supervised segmentation (lambda_seg * L_seg^S)
-    xs, ys, _ = next(src_it)
-    xs = xs.to(device, non_blocking=True).contiguous(memory_format=cl)
-    ys = ys.to(device, non_blocking=True)
+    xs, ys = batch(src_it)
     with amp:
         fs, ls = model(xs)
         up_s = _up(ls, ys.shape[-2:])
@@ -267,9 +269,7 @@ def _step(cfg, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, it, devi
     total_val = total.detach()
 
     if tgt_it is not None:
-        xt, yt, _ = next(tgt_it)
-        xt = xt.to(device, non_blocking=True).contiguous(memory_format=cl)
-        yt = yt.to(device, non_blocking=True)
+        xt, yt = batch(tgt_it)
         with amp:
             ft, lt = model(xt)
             up_t = _up(lt, xt.shape[-2:])

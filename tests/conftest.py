@@ -13,9 +13,7 @@ from pipeline.data import pngio
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-GTA_PAL = np.zeros((256, 3), np.uint8)
-for _l in C.LABELS:
-    GTA_PAL[_l.id] = _l.color
+GTA_PAL = C.label_id_palette()
 
 
 def rand_train_ids(rng, h, w):

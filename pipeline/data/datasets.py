@@ -21,8 +21,7 @@ from pipeline.data.dataconfig import DomainSpec
 from pipeline.errors import PhfaError
 from pipeline.runtime.atomic import write_text
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from pipeline.models.deeplab import IMAGENET_MEAN, IMAGENET_STD  # the segmentor's input convention
 
 
 def train_split(spec: DomainSpec) -> str:

@@ -89,10 +89,7 @@ TO_LABEL_ID, TO_SYNTHIA_ID = _luts()
 
 def cityscapes_palette() -> np.ndarray:
     """256 x 3 uint8: the Cityscapes colour of each label id (black elsewhere)."""
-    pal = np.zeros((256, 3), np.uint8)
-    for lab in C.LABELS:
-        pal[lab.id] = lab.color
-    return pal
+    return C.label_id_palette()
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -22,8 +22,7 @@ from pipeline.errors import PhfaError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SegPerceptualLoss"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from pipeline.models.deeplab import IMAGENET_MEAN, IMAGENET_STD  # re-exported
 
 
 class SegPerceptualLoss(nn.Module):

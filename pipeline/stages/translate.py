@@ -34,9 +34,7 @@ from pipeline.runtime.run import StageDir, now, sha256
 from pipeline.stages.adapt import few_shot_file
 
 STYLE_SUFFIX = {"cyclegan": "", "fda": "-fda"}
-_GTA_PALETTE = np.zeros((256, 3), np.uint8)
-for _l in C.LABELS:
-    _GTA_PALETTE[_l.id] = _l.color
+_GTA_PALETTE = C.label_id_palette()
 
 
 def stage_name(source: str, method: str) -> str:
