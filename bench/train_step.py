@@ -5,7 +5,7 @@
 (a) an AdaptSegNet-style step (source CE + target adversarial + D) in fp32 with PyTorch's
     default settings, and (b) phfa's full adapt step (adversarial + object/category/background
     hierarchy) with phfa's defaults (bf16 autocast + channels_last on CUDA). Both run through
-    the same `pipeline.train._step` on random data: DeepLab-v2, source 1280x720 + target
+    the same `pipeline.train.train_step` on random data: DeepLab-v2, source 1280x720 + target
     1024x512, batch 1. Prints ms/step, peak memory and the ratio b/a. On a machine without
     CUDA it says so and exits 0.
 """
@@ -61,13 +61,13 @@ def main():
         mem = FeatureMemory(19, cfg.memory_size, model.feature_dim).to(dev) if phase.align else None
         src, tgt = stream(*cfg.source_size), stream(*cfg.target_size)
         for i in range(a.warmup):
-            train._step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, i, dev, bf16)
+            train.train_step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, dev, bf16)
         sync()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         for i in range(a.steps):
-            train._step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, i, dev, bf16)
+            train.train_step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, dev, bf16)
         sync()
         ms = (time.perf_counter() - t0) / a.steps * 1000
         peak = peak_mem()

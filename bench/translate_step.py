@@ -24,15 +24,16 @@ def main():
     if not torch.cuda.is_available() and not a.smoke:
         print("bench/translate_step.py needs a CUDA GPU (none found); nothing measured.")
         return
-    from pipeline.models.cyclegan import CycleGAN, CycleGANConfig
+    from pipeline.config import TranslateConfig
+    from pipeline.models.cyclegan import CycleGAN
     dev = torch.device("cpu" if a.smoke else "cuda")
     torch.backends.cudnn.benchmark = True
     w, h = map(int, a.crop.split("x"))
     full = (1280, 720)
-    cfg = CycleGANConfig()
+    cfg = TranslateConfig()
     if a.smoke:
         w, h, full, a.steps, a.warmup = 64, 32, (64, 32), 1, 1
-        cfg = CycleGANConfig(ngf=8, ndf=8, n_blocks=1)
+        cfg = TranslateConfig(ngf=8, ndf=8, n_blocks=1)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def measure(dtype):

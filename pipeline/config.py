@@ -33,7 +33,8 @@ class TrainConfig:
     lr: float = 1e-4                         # SGD initial lr; classifier uses 10x
     momentum: float = 0.9                    # SGD momentum
     weight_decay: float = 5e-4               # SGD weight decay
-    poly_power: float = 0.9                  # lr = lr0 * (1 - it/iters)^power
+    poly_power: float = 0.9                  # lr = lr0 * (1 - it/horizon)^power; D, optimisers and schedule restart each phase
+    poly_iters: int = 0                      # poly decay horizon; 0 = iters (the reference decays over 250k, stops earlier)
     lr_d: float = 1e-4                       # discriminator Adam lr (reference value; Table I blank)
     betas_d: tuple[float, float] = (0.9, 0.99)  # discriminator Adam betas (Table I)
     # --- loss weights (Table I, Eq. 10/11)
@@ -54,7 +55,6 @@ class TrainConfig:
     precision: str = "auto"                  # auto = bf16 autocast + channels_last on CUDA; fp32
     log_every: int = 50                      # iterations between log lines / metric records
     ckpt_every: int = 1000                   # iterations between last.pt snapshots
-    val_every: int = 0                       # iterations between target-val evaluations (0 = end only)
 
     def overrides(self, pairs: list[str]) -> "TrainConfig":
         return apply_overrides(self, pairs)

@@ -3,7 +3,3 @@
 
 class PhfaError(Exception):
     """A mistake in the user's input (data, option, file). Printed as one sentence, exit 2."""
-
-
-class StageMissing(PhfaError):
-    """A stage was run before the stage it reads from."""

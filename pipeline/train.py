@@ -1,4 +1,5 @@
-"""ONE training loop for source-only, adapt (Eq. 10) and retrain (Eq. 11).
+"""ONE training loop for source-only, adapt (Eq. 10) and retrain (Eq. 11), and the loop
+machinery the CycleGAN of `phfa translate` (Eq. 7) shares with it.
 
 A run is a list of phases (progressive sources, paper III-B): phase k trains on source k
 against the target, starting from phase k-1's weights. Which losses take part is switched
@@ -6,43 +7,50 @@ by the phase, never by a copy of the loop:
 
     source-only    L = lambda_seg * CE(source)
     adapt (Eq. 10) L = lambda_seg * CE(source) + lambda_adv * L_adv + L_hierarchy,  D: lambda_d * L_D
-    retrain (11)   the same plus lambda_seg * CE(target, pseudo-labels); hierarchy on pseudo-labels
+    retrain (11)   the same plus lambda_seg * CE(target, pseudo-labels) (Eq. 9); hierarchy on pseudo-labels
 
     L_hierarchy = lambda_obj * L_obj (Eq. 1) + lambda_class * L_class (Eq. 2-3)
                 + lambda_back * L_back (Eq. 4-6)
 
-The data stream is a function of (seed, phase, iteration), so `--resume` continues with
-exactly the batches, learning rate, optimiser, memory and RNG state it stopped at.
+Resume equals never stopping: the data stream is a function of (seed, phase, iteration)
+(`StreamSampler`), every phase's random initialisation is seeded by (seed, phase), the
+learning-rate schedules are `torch.optim.lr_scheduler` objects saved in `last.pt`, and
+Ctrl-C is honoured between iterations, never inside one, so `last.pt` always holds the
+state after a complete iteration.
 """
 from __future__ import annotations
 
+import json
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline import classes as C
-from pipeline import metrics
 from pipeline.config import TrainConfig
 from pipeline.errors import PhfaError
+from pipeline.inference import upsample, use_bf16
 from pipeline.losses import adversarial as adv
 from pipeline.losses import alignment as al
 from pipeline.losses.maxsquare import class_balanced_max_square
 from pipeline.models.discriminator import OutputDiscriminator
 from pipeline.runtime import checkpoint, distributed
+from pipeline.runtime.atomic import write_text
 from pipeline.runtime.progress import Reporter, Silent
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training: last.pt was saved."""
+    """Ctrl-C during training: last.pt was saved after the last complete iteration."""
 
     def __init__(self, path: Path, it: int, phase: str):
-        super().__init__(f"interrupted at iteration {it} of phase {phase}; saved {path}")
+        super().__init__(f"interrupted after iteration {it} of phase {phase}; saved {path}")
         self.path, self.it, self.phase = path, it, phase
 
 
@@ -59,6 +67,10 @@ class Phase:
     def needs_target(self) -> bool:
         return self.adversarial or bool(self.align) or self.target_labels
 
+    def describe(self) -> dict:
+        return {"name": self.name, "source": self.source, "iters": self.iters, "adversarial": self.adversarial,
+                "align": list(self.align), "target_labels": self.target_labels}
+
 
 @dataclass
 class Data:
@@ -73,6 +85,9 @@ class State:
     history: list[dict] = field(default_factory=list)  # finished phases: name, iters, seconds
 
 
+# ----------------------------------------------------------------------------- data stream
+
+
 class StreamSampler(Sampler):
     """Infinite stream of (index, flip) whose k-th element depends only on (seed, k).
 
@@ -83,7 +98,7 @@ class StreamSampler(Sampler):
         self.n, self.batch, self.seed, self.start = n, batch, seed, start_batch
         self.rank, self.world = rank, world  # rank r reads global batches r, r + world, ...
 
-    def _epoch(self, e: int):
+    def epoch(self, e: int) -> tuple[list[int], list[bool]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
         return torch.randperm(self.n, generator=g).tolist(), (torch.rand(self.n, generator=g) < 0.5).tolist()
 
@@ -95,35 +110,136 @@ class StreamSampler(Sampler):
             for p in range(g * self.batch, (g + 1) * self.batch):
                 ep = p // self.n
                 if ep != e:
-                    e, cache = ep, self._epoch(ep)
+                    e, cache = ep, self.epoch(ep)
                 perm, flips = cache
                 yield perm[p % self.n], flips[p % self.n]
             k += 1
 
 
-def _loader(ds: Dataset, cfg: TrainConfig, seed: int, start_batch: int, device: torch.device):
-    if len(ds) < cfg.batch_size:
-        raise PhfaError(f"batch_size {cfg.batch_size} is larger than the {len(ds)} images available")
-    sampler = StreamSampler(len(ds), cfg.batch_size, seed, start_batch, distributed.rank(), distributed.world_size())
-    return iter(DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
-                           num_workers=cfg.workers, pin_memory=device.type == "cuda", drop_last=True,
-                           persistent_workers=cfg.workers > 0))
+def make_loader(ds: Dataset, batch_size: int, workers: int, seed: int, start_batch: int,
+                device: torch.device) -> Iterator:
+    """An endless iterator of batches starting at batch `start_batch` of the (seed) stream.
+
+    The DataLoader gets its own generator, so creating it never draws from the global RNG
+    (a resumed run creates its loaders at another point of the RNG sequence)."""
+    if len(ds) < batch_size:
+        raise PhfaError(f"batch_size {batch_size} is larger than the {len(ds)} images available")
+    sampler = StreamSampler(len(ds), batch_size, seed, start_batch, distributed.rank(), distributed.world_size())
+    return iter(DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                           pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+                           generator=torch.Generator().manual_seed(seed)))
 
 
-def poly_lr(base: float, it: int, total: int, power: float) -> float:
-    return base * (1 - it / total) ** power
-
-
-def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    return device.type == "cuda" and cfg.precision in ("auto", "bf16")
-
-
-def _up(logits: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
-
-
-def _phase_seed(seed: int, phase: int, stream: int) -> int:
+def stream_seed(seed: int, phase: int, stream: int) -> int:
+    """Seed of one random stream of one phase: 0 source, 1 target, 2 initialisation, 7/8 CycleGAN."""
     return seed * 101 + phase * 11 + stream
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def poly_schedule(total: int, power: float) -> Callable[[int], float]:
+    """LambdaLR factor (1 - it/total)^power (DeepLab's poly), clamped at 0 past `total`."""
+    def factor(it: int) -> float:
+        return max(0.0, 1 - it / total) ** power
+    return factor
+
+
+# ----------------------------------------------------------------------------- loop machinery
+
+
+class StopRequest:
+    """Ctrl-C as a request: the loop finishes the running iteration, saves and stops.
+
+    A second Ctrl-C aborts at once (KeyboardInterrupt). Outside the main thread (or when
+    SIGINT is ignored) nothing is installed and KeyboardInterrupt behaves as usual."""
+
+    def __init__(self):
+        self.requested = False
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+@contextmanager
+def stop_on_sigint() -> Iterator[StopRequest]:
+    req = StopRequest()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield req
+        return
+    old = signal.signal(signal.SIGINT, req._handler)
+    try:
+        yield req
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def append_jsonl(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite a metrics file keeping only the records `keep` accepts (rows past a resume point
+    would otherwise appear twice)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in rows:
+        try:
+            if keep(json.loads(line)):
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by kill -9
+    write_text(path, "".join(line + "\n" for line in kept))
+
+
+def loop(name: str, start: int, total: int, step: Callable[[int], dict[str, torch.Tensor]], *,
+         schedulers: list, reporter: Reporter, log_every: int, ckpt_every: int,
+         snapshot: Callable[[int], Path], metrics_path: Path | None, record: dict,
+         check_every_step: bool, last_good: Path | None) -> None:
+    """Iterations start..total of one phase: step, schedule, NaN check, metric lines, snapshots,
+    Ctrl-C. `step(it)` returns detached 0-d loss tensors; nothing here syncs with the device
+    except the NaN check (every step on CPU, at log intervals on CUDA) and the log lines."""
+    reporter.phase(name, start, total)
+    sums: dict[str, torch.Tensor] = {}
+    n_acc = 0
+    with stop_on_sigint() as stop:
+        for it in range(start, total):
+            lr = schedulers[0].get_last_lr()[0] if schedulers else None
+            losses = step(it)
+            for s in schedulers:
+                s.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v
+            n_acc += 1
+            at_log = (it + 1) % log_every == 0 or it + 1 == total
+            if (check_every_step or at_log) and not bool(torch.stack([v.float() for v in losses.values()])
+                                                         .isfinite().all()):
+                bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v)}
+                raise PhfaError(f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}) at "
+                                f"iteration {it + 1} of phase '{name}'; last good checkpoint: {last_good or 'none'} "
+                                "(lower the learning rate with --set lr=...)")
+            reporter.step(it + 1)
+            if at_log:
+                vals = {k: float(v) / n_acc for k, v in sums.items()}  # the only host sync
+                if lr is not None:
+                    vals["lr"] = lr
+                reporter.log(it + 1, vals)
+                if metrics_path is not None:
+                    append_jsonl(metrics_path, {**record, "iter": it + 1, **vals})
+                sums, n_acc = {}, 0
+            if stop.requested:
+                raise Interrupted(snapshot(it + 1), it + 1, name)
+            if (it + 1) % ckpt_every == 0 and it + 1 < total:
+                last_good = snapshot(it + 1)
+
+
+# ----------------------------------------------------------------------------- segmentation
 
 
 def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Data, out: Path,
@@ -132,7 +248,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
     """Train through `phases`, writing out/last.pt (snapshots) and out/metrics.jsonl."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     state = state or State()
-    bf16 = use_bf16(cfg, device)
+    bf16 = use_bf16(cfg.precision, device)
     model.to(device)
     if bf16:
         model.to(memory_format=torch.channels_last)
@@ -141,17 +257,33 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         reporter = Silent()
     net = distributed.wrap(model, device)  # forward through DDP; state and param groups from model
     metrics_path = out / "metrics.jsonl"
+    if resume is not None and main:
+        done = {p.name for p in phases[:state.phase]}
+        cur = phases[state.phase].name if state.phase < len(phases) else None
+        truncate_jsonl(metrics_path, lambda r: r.get("phase") in done or (r.get("phase") == cur
+                                                                        and r.get("iter", 0) <= state.it))
     for pi in range(state.phase, len(phases)):
         ph = phases[pi]
         start_it = state.it if pi == state.phase else 0
+        # --- a fresh D, optimisers, schedules and memory per phase, seeded by (seed, phase)
+        torch.manual_seed(stream_seed(cfg.seed, pi, 2))
         D = OutputDiscriminator(C.NUM_CLASSES).to(device) if ph.adversarial else None
         opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d) if D is not None else None
+        horizon = cfg.poly_iters or ph.iters
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly_schedule(horizon, cfg.poly_power))]
+        opt_d = None
+        if D is not None:
+            opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
+            schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, poly_schedule(horizon, cfg.poly_power)))
         memory = al.FeatureMemory(C.NUM_CLASSES, cfg.memory_size, model.feature_dim).to(device) \
             if ("object" in ph.align or "background" in ph.align) else None
+        if resume is not None and resume.get("phase_done"):
+            resume = None  # the previous phase ended; this one starts fresh from the saved weights
         if resume is not None and pi == state.phase:
             opt.load_state_dict(resume["opt"])
+            for s, sd in zip(schedulers, resume["schedulers"]):
+                s.load_state_dict(sd)
             if D is not None:
                 D.load_state_dict(resume["disc"])
                 opt_d.load_state_dict(resume["opt_d"])
@@ -159,82 +291,51 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
                 memory.load_state_dict(resume["memory"])
             torch.set_rng_state(resume["rng"])
             resume = None
-        src_it = _loader(data.sources[ph.source], cfg, _phase_seed(cfg.seed, pi, 0), start_it, device)
-        tgt_it = _loader(data.target, cfg, _phase_seed(cfg.seed, pi, 1), start_it, device) \
-            if ph.needs_target else None
+        src_it = make_loader(data.sources[ph.source], cfg.batch_size, cfg.workers,
+                             stream_seed(cfg.seed, pi, 0), start_it, device)
+        tgt_it = make_loader(data.target, cfg.batch_size, cfg.workers, stream_seed(cfg.seed, pi, 1), start_it,
+                             device) if ph.needs_target else None
 
-        def snapshot(it: int) -> Path:
+        def snapshot(it: int, pi=pi, D=D, opt=opt, opt_d=opt_d, memory=memory, schedulers=schedulers,
+                     phase_done: bool = False) -> Path:
             p = out / "last.pt"
-            if not main:
-                return p
-            checkpoint.save(p, {
-                "kind": "train-state", "arch": arch or {}, "config": cfg.to_dict(),
-                "phase": pi, "iter": it, "history": state.history,
-                "model": model.state_dict(), "opt": opt.state_dict(),
-                "disc": D.state_dict() if D is not None else None,
-                "opt_d": opt_d.state_dict() if opt_d is not None else None,
-                "memory": memory.state_dict() if memory is not None else None,
-                "rng": torch.get_rng_state(),
-            })
+            if main:
+                checkpoint.save(p, {
+                    "kind": "train-state", "arch": arch or {}, "config": cfg.to_dict(),
+                    # a finished phase is saved as "phase pi+1, iteration 0": a resume starts the next one fresh
+                    "phase": pi + 1 if phase_done else pi, "iter": 0 if phase_done else it,
+                    "phase_done": phase_done, "history": state.history,
+                    "model": model.state_dict(), "opt": opt.state_dict(),
+                    "schedulers": [s.state_dict() for s in schedulers],
+                    "disc": D.state_dict() if D is not None else None,
+                    "opt_d": opt_d.state_dict() if opt_d is not None else None,
+                    "memory": memory.state_dict() if memory is not None else None,
+                    "rng": torch.get_rng_state(),
+                })
             return p
 
-        reporter.phase(ph.name, start_it, ph.iters)
         model.train()
         if D is not None:
             D.train()
-        sums: dict[str, torch.Tensor] = {}
-        n_acc = 0
         t0 = time.time()
-        last_good = out / "last.pt" if (out / "last.pt").is_file() else None
-        it = start_it
-        try:
-            for it in range(start_it, ph.iters):
-                losses = _step(cfg, net, D, opt, opt_d, memory, ph, src_it, tgt_it, it, device, bf16)
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0) + v
-                n_acc += 1
-                check_now = device.type == "cpu" or (it + 1) % cfg.log_every == 0 or it + 1 == ph.iters
-                if check_now and not torch.isfinite(losses["total"]):
-                    raise PhfaError(f"loss became {float(losses['total'])} at iteration {it + 1} of phase "
-                                    f"'{ph.name}'; last good checkpoint: {last_good or 'none'} "
-                                    "(lower the learning rate with --set lr=...)")
-                reporter.step(it + 1)
-                if (it + 1) % cfg.log_every == 0 or it + 1 == ph.iters:
-                    vals = {k: float(v) / n_acc for k, v in sums.items()}  # the only host sync
-                    vals["lr"] = opt.param_groups[0]["lr"]
-                    reporter.log(it + 1, vals)
-                    if main:
-                        _append_jsonl(metrics_path, {"phase": ph.name, "iter": it + 1, **vals})
-                    sums, n_acc = {}, 0
-                if (it + 1) % cfg.ckpt_every == 0 and it + 1 < ph.iters:
-                    last_good = snapshot(it + 1)
-        except KeyboardInterrupt:
-            p = snapshot(it)  # iteration `it` did not complete: resume repeats it
-            raise Interrupted(p, it, ph.name) from None
-        state.history.append({"name": ph.name, "source": ph.source, "iters": ph.iters,
+        loop(ph.name, start_it, ph.iters,
+             lambda it: train_step(cfg, net, D, opt, opt_d, memory, ph, src_it, tgt_it, device, bf16),
+             schedulers=schedulers, reporter=reporter, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
+             snapshot=snapshot, metrics_path=metrics_path if main else None, record={"phase": ph.name},
+             check_every_step=device.type == "cpu",
+             last_good=out / "last.pt" if (out / "last.pt").is_file() else None)
+        state.history.append({**ph.describe(),
                               "memory_counts": memory.counts() if memory is not None else None,
-                              "adversarial": ph.adversarial, "align": list(ph.align),
-                              "target_labels": ph.target_labels, "seconds": round(time.time() - t0, 1)})
+                              "seconds": round(time.time() - t0, 1)})
         state.phase, state.it = pi + 1, 0
-        if pi == len(phases) - 1:
-            snapshot(ph.iters)  # last.pt of a finished run: the complete final state
+        snapshot(ph.iters, phase_done=True)  # the weights the next phase (or final.pt) starts from
     return state
 
 
-def _append_jsonl(path: Path, rec: dict) -> None:
-    import json
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
-def _step(cfg, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, it, device, bf16) -> dict:
-    """One iteration: the algorithm of Eq. (10)/(11) in the order of DESIGN section 3."""
-    lr = poly_lr(cfg.lr, it, ph.iters, cfg.poly_power)
-    for g in opt.param_groups:
-        g["lr"] = lr * g.get("lr_mult", 1.0)
-    if opt_d is not None:
-        for g in opt_d.param_groups:
-            g["lr"] = poly_lr(cfg.lr_d, it, ph.iters, cfg.poly_power)
+def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, device,
+               bf16: bool) -> dict[str, torch.Tensor]:
+    """One iteration of Eq. (10)/(11): source CE, memory update, backward; then the target
+    terms; then D on detached probabilities. The learning rates are set by the schedulers."""
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
     cl = torch.channels_last if bf16 else torch.contiguous_format
     opt.zero_grad(set_to_none=True)
@@ -250,7 +351,7 @@ def _step(cfg, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, it, devi
     xs, ys = batch(src_it)
     with amp:
         fs, ls = model(xs)
-        up_s = _up(ls, ys.shape[-2:])
+        up_s = upsample(ls, ys.shape[-2:])
         loss_seg = F.cross_entropy(up_s.float(), ys, ignore_index=C.IGNORE)
     total = cfg.lambda_seg * loss_seg
     out["seg"] = loss_seg.detach()
@@ -272,12 +373,14 @@ def _step(cfg, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, it, devi
         xt, yt = batch(tgt_it)
         with amp:
             ft, lt = model(xt)
-            up_t = _up(lt, xt.shape[-2:])
+            up_t = upsample(lt, xt.shape[-2:])
             prob_t = F.softmax(up_t.float(), dim=1)
             tl = 0
-            # --- retrain: target CE on pseudo-labels (Eq. 9)
+            # --- retrain: target CE on pseudo-labels (Eq. 9); an all-ignore batch adds 0, not NaN
             if ph.target_labels:
-                loss_t = F.cross_entropy(up_t.float(), yt, ignore_index=C.IGNORE)
+                valid = (yt != C.IGNORE).sum()
+                loss_t = F.cross_entropy(up_t.float(), yt, ignore_index=C.IGNORE, reduction="sum") \
+                    / valid.clamp(min=1)
                 tl = tl + cfg.lambda_seg * loss_t
                 out["seg_t"] = loss_t.detach()
             # --- adversarial: fool D, target labelled as source (lambda_adv * L_adv)
@@ -320,34 +423,3 @@ def _step(cfg, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, it, devi
         opt_d.step()
     out["total"] = total_val
     return out
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, size, bf16: bool) -> torch.Tensor:
-    """Logits upsampled (bilinear, align_corners=True) to `size` (H, W)."""
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
-    with amp:
-        _, logits = model(x)
-    return _up(logits.float(), size)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], device: torch.device,
-             bf16: bool = False, reporter: Reporter | None = None) -> "torch.Tensor":
-    """Confusion matrix of `model` on a labelled split: inputs resized to `size`, logits
-    upsampled to each label's native size. Accumulates on the device; one sync at the end."""
-    from pipeline.data import datasets, formats
-
-    model.eval()
-    items = datasets.samples(spec, split)
-    conf = torch.zeros(C.NUM_CLASSES, C.NUM_CLASSES + 1, dtype=torch.long, device=device)
-    for s in items:
-        if s.label is None:
-            raise PhfaError(f"{spec.name}/{split}: {s.image} has no label; evaluation needs a labelled split")
-        img, _ = datasets.load_pair(spec, s, size, with_label=False)
-        gt = formats.decode_label(spec.format, s.label).train_ids
-        x = datasets.to_tensor(img)[None].to(device)
-        logits = predict_logits(model, x, gt.shape, bf16)
-        conf += metrics.confusion_torch(logits.argmax(1)[0], torch.from_numpy(gt).to(device))
-    model.train()
-    return conf.cpu().numpy()

@@ -4,13 +4,14 @@ import math
 
 import pytest
 import torch
+
+from pipeline.config import TranslateConfig
 from torch import nn
 
 from pipeline.errors import PhfaError
 from pipeline.losses.perceptual import SegPerceptualLoss
 from pipeline.models.cyclegan import (
     CycleGAN,
-    CycleGANConfig,
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
@@ -21,7 +22,7 @@ from pipeline.models.cyclegan import (
     to_gan_range,
 )
 
-TINY = CycleGANConfig(ngf=8, ndf=8, n_blocks=1, pool_size=2)
+TINY = TranslateConfig(ngf=8, ndf=8, n_blocks=1, pool_size=2)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -210,7 +211,7 @@ def test_train_step_runs_and_updates(autocast_dtype):
 
 def test_train_step_loss_weights():
     torch.manual_seed(0)
-    model = CycleGAN(CycleGANConfig(ngf=4, ndf=4, n_blocks=0, lambda_cycle=3.0, lambda_identity=0.5))
+    model = CycleGAN(TranslateConfig(ngf=4, ndf=4, n_blocks=0, lambda_cycle=3.0, lambda_identity=0.5))
     opt_g, opt_d = model.optimizers()
     real_a, real_b = _batch(1, n=1, h=32, w=24)
     with torch.no_grad():

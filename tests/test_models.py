@@ -12,7 +12,7 @@ import torchvision
 
 from pipeline.errors import PhfaError
 from pipeline.models import deeplab
-from pipeline.models.deeplab import IMAGENET_MEAN, IMAGENET_STD, DeepLabV2, build_deeplab
+from pipeline.models.deeplab import DeepLabV2, build_deeplab
 from pipeline.models.discriminator import OutputDiscriminator
 
 
@@ -187,8 +187,18 @@ def test_pretrained_path_garbage_and_missing(tmp_path):
         build_deeplab("resnet18", pretrained=str(tmp_path / "nope.pth"))
 
 
-def test_imagenet_constants():
-    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+def test_input_convention_round_trip():
+    """to_tensor normalises per channel (white -> (1 - mean) / std) and denormalize undoes it."""
+    import numpy as np
+    from pipeline.data.transforms import denormalize, to_tensor
+    img = np.zeros((2, 3, 3), np.uint8)
+    img[0, 0] = 255
+    img[1, 2] = (10, 128, 250)
+    t = to_tensor(img)
+    assert t.shape == (3, 2, 3)
+    assert torch.allclose(t[:, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
+    back = (denormalize(t) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert (back == img).all()
 
 
 def test_discriminator_shape_and_layers():

@@ -2,7 +2,7 @@
 
 Images are resized bicubic, labels nearest; a label whose size differs from its image
 is resized to the image first, with a warning (GTA5 ships two such files). Images are
-normalised with ImageNet mean/std, the convention of the DeepLab backbones.
+normalised by `pipeline.data.transforms` (ImageNet mean/std, the segmentor's convention).
 """
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from torch.utils.data import Dataset
 from pipeline import classes as C
 from pipeline.data import formats, pngio
 from pipeline.data.dataconfig import DomainSpec
+from pipeline.data.transforms import to_tensor
 from pipeline.errors import PhfaError
 from pipeline.runtime.atomic import write_text
-
-from pipeline.models.deeplab import IMAGENET_MEAN, IMAGENET_STD  # the segmentor's input convention
 
 
 def train_split(spec: DomainSpec) -> str:
@@ -53,21 +52,6 @@ def load_pair(spec: DomainSpec, s: formats.Sample, size: tuple[int, int] | None,
         if lab is not None:
             lab = np.asarray(Image.fromarray(lab).resize(tuple(size), Image.NEAREST))
     return np.asarray(img), lab
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float CxHxW normalised with ImageNet mean/std."""
-    t = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (t - mean) / std
-
-
-def denormalize(t: torch.Tensor) -> torch.Tensor:
-    """Inverse of to_tensor (any leading dims), result in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN, device=t.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=t.device).view(3, 1, 1)
-    return (t * std + mean).clamp(0, 1)
 
 
 class SegDataset(Dataset):

@@ -22,7 +22,7 @@ from pipeline.errors import PhfaError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SegPerceptualLoss"]
 
-from pipeline.models.deeplab import IMAGENET_MEAN, IMAGENET_STD  # re-exported
+from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # re-exported
 
 
 class SegPerceptualLoss(nn.Module):

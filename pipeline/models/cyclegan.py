@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import TranslateConfig  # hyper-parameters: ngf, ndf, n_blocks, lr, betas, lambdas, pool
 from pipeline.errors import PhfaError
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "lsgan_loss",
     "cycle_loss",
     "identity_loss",
-    "CycleGANConfig",
     "CycleGAN",
     "to_gan_range",
     "from_gan_range",
@@ -244,33 +243,6 @@ def identity_loss(idt: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- model
 
 
-@dataclass
-class CycleGANConfig:
-    """CycleGAN hyper-parameters (usual recipe) plus the Eq. (7) weights.
-
-    ``lambda_identity`` is relative, as in the usual recipe: the identity loss is weighted by
-    ``lambda_identity * lambda_cycle`` (0.5 * 10 = 5).
-
-    ``lambda_ppl`` / ``lambda_ppl_recon`` (Eq. 7) are not given in the paper; 0.1 each is our
-    choice. Instance-normalised logits have unit variance per channel, so their L1 distance
-    is of order 1 (about 1.13 for unrelated maps); weighted 0.1 the term stays of the same
-    order as one adversarial term and well below the cycle loss (10 x an L1 of order 0.1),
-    guiding the translation towards label-preserving outputs without overriding the GAN.
-    """
-
-    ngf: int = 64
-    ndf: int = 64
-    n_blocks: int = 9
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5
-    pool_size: int = 50
-    lambda_ppl: float = 0.1
-    lambda_ppl_recon: float = 0.1
-
-
 class CycleGAN(nn.Module):
     """G_AB (source A -> target B; "G" of Eq. 7), G_BA ("F"), D_A (judges domain A), D_B.
 
@@ -278,9 +250,9 @@ class CycleGAN(nn.Module):
     saved with :meth:`pools_state_dict` in ``last.pt`` next to the optimisers).
     """
 
-    def __init__(self, config: CycleGANConfig | None = None, in_ch: int = 3):
+    def __init__(self, config: TranslateConfig | None = None, in_ch: int = 3):
         super().__init__()
-        self.config = config or CycleGANConfig()
+        self.config = config or TranslateConfig()
         c = self.config
         self.G_AB = ResnetGenerator(in_ch, in_ch, c.ngf, c.n_blocks)
         self.G_BA = ResnetGenerator(in_ch, in_ch, c.ngf, c.n_blocks)

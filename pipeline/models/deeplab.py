@@ -8,8 +8,8 @@ convolutions at dilation 6/12/18/24 whose outputs are summed (all four; DESIGN s
 alignment (Eq. 1, 5, 6) and the logits G(x) used by the segmentation (Eq. 9), category-level
 (Eq. 2-3) and adversarial (Eq. 10) losses.
 
-Input convention: RGB in [0, 1] normalised with ``IMAGENET_MEAN`` / ``IMAGENET_STD``; the data
-pipeline does the normalisation, the model does not.
+Input convention: RGB in [0, 1] normalised with ImageNet mean/std by
+``pipeline.data.transforms.to_tensor``; the data pipeline normalises, the model does not.
 
 Choices where the paper is silent:
 - Every 3x3 conv of layer3 has dilation 2 and every 3x3 conv of layer4 dilation 4, the first
@@ -31,9 +31,6 @@ import torch.nn as nn
 import torchvision
 
 from pipeline.errors import PhfaError
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "resnet101")
 ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)

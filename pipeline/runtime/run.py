@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import PhfaError, StageMissing
+from pipeline.errors import PhfaError
 from pipeline.runtime.atomic import write_json
 
 
@@ -64,7 +64,11 @@ class StageDir:
         return bool(m) and m.get("status") == "finished"
 
     def begin(self, force: bool, resume: bool, command: str) -> bool:
-        """Prepare the folder; returns True when resuming an interrupted attempt."""
+        """Prepare the folder; returns True when resuming an interrupted attempt.
+
+        Call it only after every input has been checked. With --force an existing stage is
+        moved aside (RUN/.NAME.replaced) and deleted by `finish()` once the new one is
+        written, or put back by `restore()` if the new attempt fails."""
         m = self.manifest()
         if m and m.get("status") == "finished" and not force:
             raise PhfaError(f"stage {self.path} already finished; pass --force to run it again "
@@ -77,10 +81,33 @@ class StageDir:
             if not force:
                 raise PhfaError(f"{self.path} holds an unfinished attempt; pass --resume to continue it "
                                 f"or --force to start over")
-            shutil.rmtree(self.path)
+            aside = self.aside_path
+            if aside.exists():
+                shutil.rmtree(aside)
+            self.path.rename(aside)
         self.path.mkdir(parents=True, exist_ok=True)
         self.write(status="running", stage=self.name, command=command, started=now())
         return False
+
+    @property
+    def aside_path(self) -> Path:
+        return self.run / f".{self.name}.replaced"
+
+    def finish(self, **fields) -> dict:
+        """Mark the stage finished and drop the version it replaced (if any)."""
+        m = self.write(status="finished", finished=now(), **fields)
+        if self.aside_path.exists():
+            shutil.rmtree(self.aside_path, ignore_errors=True)
+        return m
+
+    def restore(self) -> bool:
+        """Put back the stage that --force moved aside (after a failed new attempt)."""
+        if not self.aside_path.exists():
+            return False
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.aside_path.rename(self.path)
+        return True
 
     def write(self, **fields) -> dict:
         m = self.manifest() or {}
@@ -91,13 +118,6 @@ class StageDir:
         m.update(fields)
         write_json(self.manifest_path, m)
         return m
-
-
-def require_finished(run: Path, stage: str, how: str) -> StageDir:
-    sd = StageDir(run, stage)
-    if not sd.finished():
-        raise StageMissing(f"stage '{stage}' of run {run} is missing or unfinished; run `{how}` first")
-    return sd
 
 
 def finished_stages(run: Path) -> list[str]:

@@ -7,49 +7,25 @@ hierarchy it is the source-only baseline (the paper's FCN row); with the target 
 as the only source it is the oracle.
 
 Artefacts in RUN/<stage>/: final.pt (segmentor), last.pt (resumable state), metrics.jsonl,
-metrics.json (target val, when labelled) and manifest.json.
+metrics.json (target val, when labelled) and manifest.json. The stage runner
+(`pipeline.stages.runner`) does the folder, resume, training, saving and evaluation; this
+module only says what to train.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
-from pipeline import classes as C
-from pipeline import metrics as M
-from pipeline.config import ALIGN_LEVELS, TrainConfig, from_dict
+from pipeline.config import TrainConfig
 from pipeline.data import datasets
 from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.errors import PhfaError
-from pipeline.models.deeplab import build_deeplab
-from pipeline.runtime import checkpoint, distributed
-from pipeline.runtime.atomic import write_json
+from pipeline.runtime import layout
 from pipeline.runtime.progress import Reporter
-from pipeline.runtime.run import StageDir, now, sha256
+from pipeline.runtime.run import StageDir
+from pipeline.stages import runner
 from pipeline import train
-
-
-SOURCE_STYLES = {"raw": None, "translated": "cyclegan", "fda": "fda"}
-_STYLE_TAG = {"raw": None, "translated": "it", "fda": "fda"}
-
-
-def stage_name(cfg: TrainConfig, tag: str | None, source_style: str = "raw") -> str:
-    """'adapt' for the full method; ablations get a suffix so variants never overwrite each other."""
-    if tag:
-        return f"adapt-{tag}"
-    parts = [_STYLE_TAG[source_style]] if _STYLE_TAG.get(source_style) else []
-    if not cfg.adversarial:
-        parts.append("noadv")
-    if not cfg.align:
-        parts.append("nohier")
-    elif tuple(cfg.align) != ALIGN_LEVELS:
-        parts.append("align-" + "-".join(cfg.align))
-    return "-".join(["adapt", *parts])
-
-
-def few_shot_file(run: Path, target: str) -> Path:
-    return Path(run) / f"fewshot-{target}.txt"
 
 
 def check_sources(data: DataConfig, sources: list[str]) -> None:
@@ -59,152 +35,85 @@ def check_sources(data: DataConfig, sources: list[str]) -> None:
         data.domain(s, option="--sources")
 
 
-def build_phases(cfg: TrainConfig, sources: list[str]) -> list[train.Phase]:
+def build_phases(cfg: TrainConfig, sources: list[str], target_labels: bool = False) -> list[train.Phase]:
     phases = []
     for k, src in enumerate(sources):
         primary = k == len(sources) - 1
         align = tuple(cfg.align) if (primary or cfg.hierarchy_all_phases) else ()
-        phases.append(train.Phase(f"{k + 1}-{src}", src, cfg.iters, cfg.adversarial, align))
+        phases.append(train.Phase(f"{k + 1}-{src}", src, cfg.iters, cfg.adversarial, align, target_labels))
     return phases
 
 
-def target_dataset(data: DataConfig, run: Path, target: str, cfg: TrainConfig, labels_dir: Path | None = None):
-    spec = data.domain(target, option="--target")
-    names = datasets.few_shot_names(spec, cfg.seed, few_shot_file(run, target))
-    return datasets.SegDataset(spec, datasets.train_split(spec), cfg.target_size, labels=False, names=names,
-                               hflip=cfg.hflip, cache=cfg.cache)
+def translated_spec(run: Path, source: DomainSpec, method: str) -> DomainSpec | None:
+    """The translated copy of `source` written by a finished translate stage of `run`, if any."""
+    sd = StageDir(run, layout.translate_stage(source.name, method))
+    if not sd.finished():
+        return None
+    return DomainSpec(name=f"{source.name}@{method}", format=source.format, root=layout.domain_root(sd.path))
 
 
 def resolve_sources(data: DataConfig, run: Path, sources: list[str], style: str) -> dict[str, DomainSpec]:
     """Each source's domain spec; with a translated style, the run's translated copy where one exists
     (the primary, last source must have one)."""
-    if style not in SOURCE_STYLES:
-        raise PhfaError(f"--source-style must be one of {', '.join(SOURCE_STYLES)}, not '{style}'")
-    from pipeline.stages.translate import stage_name as tr_stage, translated_domain
+    if style not in layout.SOURCE_STYLES:
+        raise PhfaError(f"--source-style must be one of {', '.join(layout.SOURCE_STYLES)}, not '{style}'")
+    method = layout.SOURCE_STYLES[style]
     out = {}
     for i, s in enumerate(sources):
         spec = data.domain(s, option="--sources")
-        if SOURCE_STYLES[style] is not None:
-            tr = translated_domain(run, spec, SOURCE_STYLES[style])
+        if method is not None:
+            tr = translated_spec(run, spec, method)
             if tr is None and i == len(sources) - 1:
-                method = SOURCE_STYLES[style]
-                raise PhfaError(f"--source-style {style}: {run} has no finished {tr_stage(s, method)} stage; run "
-                                f"`phfa translate --run {run} --source {s} --method {method}` first")
+                raise PhfaError(f"--source-style {style}: {run} has no finished {layout.translate_stage(s, method)} "
+                                f"stage; run `phfa translate --run {run} --source {s} --method {method}` first")
             spec = tr or spec
         out[s] = spec
     return out
 
 
-def source_dataset(spec: DomainSpec, name: str, cfg: TrainConfig, target: str):
+def few_shot_target(data: DataConfig, run: Path, target: str, cfg: TrainConfig) -> datasets.SegDataset:
+    """The run's few-shot target images, unlabelled (labels all 255)."""
+    spec = data.domain(target, option="--target")
+    names = datasets.few_shot_names(spec, cfg.seed, layout.few_shot_file(run, target))
+    return datasets.SegDataset(spec, datasets.train_split(spec), cfg.target_size, labels=False, names=names,
+                               hflip=cfg.hflip, cache=cfg.cache)
+
+
+def source_dataset(spec: DomainSpec, name: str, cfg: TrainConfig, target: str) -> datasets.SegDataset:
     size = cfg.target_size if name == target else cfg.source_size
     return datasets.SegDataset(spec, datasets.train_split(spec), size, labels=True, hflip=cfg.hflip, cache=cfg.cache)
 
 
-def segmentor_payload(model, cfg: TrainConfig, extra: dict) -> dict:
-    return {"kind": "segmentor", "arch": arch_of(cfg), "config": cfg.to_dict(), "model": model.state_dict(), **extra}
-
-
-def arch_of(cfg: TrainConfig) -> dict:
-    return {"backbone": cfg.backbone, "num_classes": C.NUM_CLASSES, "freeze_bn": cfg.freeze_bn}
-
-
-def evaluate_target(model, data: DataConfig, target: str, cfg: TrainConfig, device, split: str = "val") -> dict | None:
-    """Target-val metrics when that split exists with labels, else None."""
-    spec = data.domain(target)
-    try:
-        items = datasets.samples(spec, split)
-    except PhfaError:
-        return None
-    if not items or any(s.label is None for s in items):
-        return None
-    conf = train.evaluate(model, spec, split, cfg.target_size, device, train.use_bf16(cfg, device))
-    m = M.summarize(conf, 19)
-    m.update(domain=target, split=split, images=len(items), confusion=conf.tolist())
-    return m
+def source_datasets(specs: dict[str, DomainSpec], cfg: TrainConfig, target: str) -> dict[str, datasets.SegDataset]:
+    return {s: source_dataset(spec, s, cfg, target) for s, spec in specs.items()}
 
 
 def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, cfg: TrainConfig,
           tag: str | None = None, force: bool = False, resume: bool = False, source_style: str = "raw",
           reporter: Reporter | None = None, command: str = "phfa adapt",
-          device: torch.device | None = None) -> dict:
-    reporter = reporter or Reporter()
+          device: torch.device | None = None) -> dict | None:
     check_sources(data, sources)
     target = target or data.default_target()
     data.domain(target, option="--target")
-    specs = resolve_sources(data, run, sources, source_style)  # fail on bad names before writing
-    sd = StageDir(run, stage_name(cfg, tag, source_style))
-    if device is None:
-        _, world, device = distributed.init()
-    main = distributed.is_main()
-    if main:  # rank 0 alone touches the stage folder; the others wait for it
-        resuming = sd.begin(force=force, resume=resume, command=command)
-        if resuming:
-            sd.write(status="running", resumed=now())
-        if any(p.needs_target for p in build_phases(cfg, sources)):
-            datasets.few_shot_names(data.domain(target), cfg.seed, few_shot_file(run, target))
-    else:
-        resuming = resume
-    distributed.barrier()
-    state, ck = None, None
-    if resuming:
-        if not (sd.path / "last.pt").is_file():
-            raise PhfaError(f"--resume: nothing to resume in {sd.path} (no last.pt yet); start over with --force")
-        ck = checkpoint.load(sd.path / "last.pt", "--resume")
-        if ck.get("kind") != "train-state":
-            raise PhfaError(f"--resume: {sd.path / 'last.pt'} is not a training state")
-        cfg = from_dict(ck["config"])  # the interrupted run's settings win over the command line
-        sources = sd.manifest().get("sources", sources)
-        source_style = sd.manifest().get("source_style", source_style)
-        specs = resolve_sources(data, run, sources, source_style)
-        state = train.State(phase=ck["phase"], it=ck["iter"], history=ck.get("history", []))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)
-    phases = build_phases(cfg, sources)
-    srcs = {s: source_dataset(specs[s], s, cfg, target) for s in dict.fromkeys(sources)}
-    needs_target = any(p.needs_target for p in phases)
-    tgt = target_dataset(data, run, target, cfg) if needs_target else None
-    # on resume the weights come from last.pt: never fetch pretrained weights again
-    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none" if ck is not None else cfg.pretrained, cfg.freeze_bn)
-    load_report = getattr(model, "load_report", None)
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-    if main:
-        sd.write(sources=sources, target=target, config=cfg.to_dict(), world_size=distributed.world_size(),
-                 phases=[{"name": p.name, "source": p.source, "iters": p.iters, "adversarial": p.adversarial,
-                          "align": list(p.align)} for p in phases],
-                 source_style=source_style,
-                 inputs={"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in srcs},
-                         "few_shot_list": str(few_shot_file(run, target)) if tgt else None,
-                         "source_images": {s: len(d) for s, d in srcs.items()},
-                         "target_images": len(tgt) if tgt is not None else 0,
-                         "pretrained": cfg.pretrained, "pretrained_report": _report(load_report)},
-                 device=str(device), precision="bf16+channels_last" if train.use_bf16(cfg, device) else "fp32")
-    t0 = time.time()
-    try:
-        state = train.run(cfg, model, phases, train.Data(srcs, tgt), sd.path, reporter, state=state,
-                          resume=ck, device=device, arch=arch_of(cfg))
-    except train.Interrupted as e:
-        if main:
-            sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
-        raise
-    train_seconds = time.time() - t0
-    if not main:
-        return None
-    final = sd.path / "final.pt"
-    checkpoint.save(final, segmentor_payload(model, cfg, {"phases": state.history, "sources": sources,
-                                                         "target": target}))
-    reporter.message("evaluating on the target's val split…")
-    m = evaluate_target(model, data, target, cfg, device)
-    if m is not None:
-        write_json(sd.path / "metrics.json", m)
-    return sd.write(status="finished", finished=now(), phases_done=state.history,
-                    timings={"train_seconds": round(train_seconds, 1)},
-                    outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / "last.pt")},
-                    metrics={"target_val_miou": m["miou"]} if m else {})
+    stage = layout.adapt_stage(cfg, tag, source_style)
 
+    def make_plan(cfg: TrainConfig, old: dict | None) -> runner.Plan:
+        srcs, style = (old.get("sources", sources), old.get("source_style", source_style)) if old else \
+            (sources, source_style)
+        specs = resolve_sources(data, run, srcs, style)
+        phases = build_phases(cfg, srcs)
+        tgt = few_shot_target(data, run, target, cfg) if any(p.needs_target for p in phases) else None
+        src_ds = source_datasets({s: specs[s] for s in dict.fromkeys(srcs)}, cfg, target)
+        for ds in (*src_ds.values(), tgt):
+            if ds is not None and len(ds) < cfg.batch_size:
+                raise PhfaError(f"batch_size {cfg.batch_size} is larger than the {len(ds)} images of domain "
+                                f"'{ds.spec.name}'; lower it with --set batch_size=N")
+        record = {"sources": srcs, "source_style": style,
+                  "inputs": {"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in src_ds},
+                             "few_shot_list": str(layout.few_shot_file(run, target)) if tgt else None,
+                             "source_images": {s: len(d) for s, d in src_ds.items()},
+                             "target_images": len(tgt) if tgt is not None else 0}}
+        return runner.Plan(phases, train.Data(src_ds, tgt), target, record, {"sources": srcs})
 
-def _report(r):
-    if not r:
-        return None
-    return {k: (v if not isinstance(v, list) else v[:20]) for k, v in r.items()}
+    return runner.run_stage(data, run, stage, cfg, make_plan, force=force, resume=resume, reporter=reporter,
+                            command=command, device=device)

@@ -108,9 +108,9 @@ def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, spl
     (bilinear, align_corners=True) to each label's size, argmax, confusion."""
     import torch
 
-    from pipeline import train
+    from pipeline import inference
     from pipeline.config import from_dict
-    from pipeline.runtime import checkpoint
+    from pipeline.models.segmentor import load_segmentor
     from pipeline.runtime.run import StageDir, finished_stages
 
     if classes not in C.SUBSETS:
@@ -125,12 +125,13 @@ def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, spl
     sd = StageDir(run, stage)
     if not sd.finished() or not (sd.path / "final.pt").is_file():
         raise PhfaError(f"--stage: {sd.path} is missing or unfinished (no final.pt); run that stage first")
-    model, ck = checkpoint.load_segmentor(sd.path / "final.pt", "--stage", expect_classes=C.NUM_CLASSES)
+    model, ck = load_segmentor(sd.path / "final.pt", "--stage", expect_classes=C.NUM_CLASSES)
     tcfg = from_dict(ck.get("config", {}))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     spec = cfg.domain(domain)
-    conf = train.evaluate(model, spec, split, tcfg.target_size, device, train.use_bf16(tcfg, device))
+    conf = inference.evaluate(model, spec, split, tcfg.target_size, device,
+                              inference.use_bf16(tcfg.precision, device))
     m = metrics.summarize(conf, classes)
     out = Path(out) if out is not None else sd.path / f"eval-{domain}-{split}"
     m.update(domain=domain, split=split, stage=stage, run=str(run), images=len(datasets.samples(spec, split)),

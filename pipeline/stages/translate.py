@@ -26,27 +26,18 @@ from pipeline.config import TranslateConfig, from_dict
 from pipeline.data import datasets, formats, pngio
 from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.data.fda import FDATranslator
+from pipeline.data.transforms import denormalize
 from pipeline.errors import PhfaError
-from pipeline.models.cyclegan import CycleGAN, CycleGANConfig, from_gan_range, to_gan_range
+from pipeline.inference import use_bf16
+from pipeline.models.cyclegan import CycleGAN, from_gan_range, to_gan_range
+from pipeline.models.segmentor import load_segmentor
 from pipeline.runtime import checkpoint
+from pipeline.runtime.layout import domain_root, few_shot_file, translate_stage
 from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir, now, sha256
-from pipeline.stages.adapt import few_shot_file
+from pipeline import train as T
 
-STYLE_SUFFIX = {"cyclegan": "", "fda": "-fda"}
 _GTA_PALETTE = C.label_id_palette()
-
-
-def stage_name(source: str, method: str) -> str:
-    return f"translate-{source}{STYLE_SUFFIX[method]}"
-
-
-def translated_domain(run: Path, source: DomainSpec, method: str) -> DomainSpec | None:
-    """The translated copy of `source` written by a finished translate stage of `run`, if any."""
-    sd = StageDir(run, stage_name(source.name, method))
-    if not sd.finished():
-        return None
-    return DomainSpec(name=f"{source.name}@{method}", format=source.format, root=sd.path / "domain")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -118,7 +109,7 @@ def _gan_batch(x: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
         raise PhfaError(f"crop {w}x{h} is larger than the images ({W}x{H}); lower --set crop=WxH")
     top = int(torch.randint(0, H - h + 1, ()))
     left = int(torch.randint(0, W - w + 1, ()))
-    return to_gan_range(datasets.denormalize(x[..., top:top + h, left:left + w]))
+    return to_gan_range(denormalize(x[..., top:top + h, left:left + w]))
 
 
 def _preview(path: Path, src: torch.Tensor, fake: torch.Tensor, tgt: torch.Tensor) -> None:
@@ -139,7 +130,7 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
     src_spec = data.domain(source, option="--source")
     target = target or data.default_target()
     tgt_spec = data.domain(target, option="--target")
-    sd = StageDir(run, stage_name(source, cfg.method))
+    sd = StageDir(run, translate_stage(source, cfg.method))
     # input checks before anything is written
     src_items = datasets.samples(src_spec, datasets.train_split(src_spec))
     if not src_items:
@@ -152,7 +143,7 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
                         f"(source {cfg.source_size[0]}x{cfg.source_size[1]}, target {cfg.target_size[0]}x"
                         f"{cfg.target_size[1]}); lower it with --set crop=WxH")
     if seg_checkpoint is not None:
-        checkpoint.load_segmentor(seg_checkpoint, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
+        load_segmentor(seg_checkpoint, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
         if cfg.method == "fda":
             raise PhfaError("--seg-checkpoint has no use with --method fda (there is nothing to train)")
     resuming = sd.begin(force=force, resume=resume, command=command)
@@ -165,13 +156,10 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
         return _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg, seg_checkpoint,
                           resuming, reporter, device)
     except KeyboardInterrupt:
-        sd.write(status="interrupted")
-        from pipeline.train import Interrupted
-        raise Interrupted(sd.path / "last.pt", -1, "write") from None
-    except Exception as e:
-        from pipeline.train import Interrupted
-        if isinstance(e, Interrupted):
-            sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it})
+        sd.write(status="interrupted", interrupted_at={"phase": "write", "iter": 0})
+        raise T.Interrupted(sd.path / "last.pt", 0, "write") from None
+    except T.Interrupted as e:
+        sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it})
         raise
 
 
@@ -187,13 +175,13 @@ def _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg
                                         if seg_checkpoint else None)},
              perceptual=("on (Eq. 7)" if seg_checkpoint else "off: no --seg-checkpoint / --seg-from given")
              if cfg.method == "cyclegan" else "n/a (fda)",
-             domain={"name": f"{source}@{cfg.method}", "format": src_spec.format, "root": str(sd.path / "domain")})
+             domain={"name": f"{source}@{cfg.method}", "format": src_spec.format, "root": str(domain_root(sd.path))})
     t0 = time.time()
     if cfg.method == "fda":
         tgt_imgs = [datasets.load_pair(tgt_spec, s, cfg.target_size, with_label=False)[0]
                     for s in datasets.SegDataset(tgt_spec, datasets.train_split(tgt_spec), names=names).items]
         fda = FDATranslator(tgt_imgs, beta=cfg.fda_beta, seed=cfg.seed)
-        written = write_domain(src_spec, sd.path / "domain", cfg.source_size, fda, reporter)
+        written = write_domain(src_spec, domain_root(sd.path), cfg.source_size, fda, reporter)
         train_info = {}
     else:
         gan, train_info = _train_cyclegan(cfg, src_spec, tgt_spec, names, sd, seg_checkpoint, resuming,
@@ -203,22 +191,22 @@ def _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg
             x = to_gan_range(torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255))[None].to(device)
             y = gan.translate(x)
             return (from_gan_range(y[0].float()).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        written = write_domain(src_spec, sd.path / "domain", cfg.source_size, fn, reporter)
-    return sd.write(status="finished", finished=now(), training=train_info, written=written,
-                    timings={"seconds": round(time.time() - t0, 1)})
+        written = write_domain(src_spec, domain_root(sd.path), cfg.source_size, fn, reporter)
+    return sd.finish(training=train_info, written=written, timings={"seconds": round(time.time() - t0, 1)})
 
 
 def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDir, seg_ckpt, resuming,
                     reporter: Reporter, device) -> tuple[CycleGAN, dict]:
-    from pipeline import train as T
+    """Train the CycleGAN through the shared loop machinery (`pipeline.train.loop`): LambdaLR
+    schedules saved in last.pt, NaN check, metric lines, snapshots, Ctrl-C between iterations."""
     from pipeline.losses.perceptual import SegPerceptualLoss
 
-    gcfg = CycleGANConfig(ngf=cfg.ngf, ndf=cfg.ndf, n_blocks=cfg.n_blocks, lr=cfg.lr, beta1=cfg.beta1,
-                          beta2=cfg.beta2, lambda_cycle=cfg.lambda_cycle, lambda_identity=cfg.lambda_identity,
-                          pool_size=cfg.pool_size, lambda_ppl=cfg.lambda_ppl, lambda_ppl_recon=cfg.lambda_ppl_recon)
-    gan = CycleGAN(gcfg).to(device)
+    torch.manual_seed(T.stream_seed(cfg.seed, 0, 2))
+    gan = CycleGAN(cfg).to(device)
     opt_g, opt_d = gan.optimizers()
-    start = 0
+    lam = CycleGAN.lr_lambda(cfg.iters)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lam) for o in (opt_g, opt_d)]
+    start, rng = 0, None
     final = sd.path / "cyclegan.pt"
     if final.is_file() and resuming:  # training finished earlier; only writing was interrupted
         ck = checkpoint.load(final, "--resume")
@@ -229,61 +217,51 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
         gan.load_state_dict(ck["model"])
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
+        for s, st in zip(schedulers, ck["schedulers"]):
+            s.load_state_dict(st)
         gan.load_pools_state_dict(ck["pools"])
-        torch.set_rng_state(ck["rng"])
+        rng = ck["rng"]
         start = ck["iter"]
+        T.truncate_jsonl(sd.path / "metrics.jsonl", lambda r: r.get("iter", 0) <= start)
     perceptual = None
     if seg_ckpt is not None:
-        seg, _ = checkpoint.load_segmentor(seg_ckpt, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
+        seg, _ = load_segmentor(seg_ckpt, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
         perceptual = SegPerceptualLoss(seg, lambda_ppl=cfg.lambda_ppl, lambda_recon=cfg.lambda_ppl_recon,
                                        num_classes=C.NUM_CLASSES).to(device)
     src_ds = datasets.SegDataset(src_spec, datasets.train_split(src_spec), cfg.source_size, labels=False,
                                  cache=cfg.cache)
     tgt_ds = datasets.SegDataset(tgt_spec, datasets.train_split(tgt_spec), cfg.target_size, labels=False,
                                  names=names, cache=cfg.cache)
-    src_it = T._loader(src_ds, cfg, cfg.seed * 101 + 7, start, device)
-    tgt_it = T._loader(tgt_ds, cfg, cfg.seed * 101 + 8, start, device)
-    bf16 = device.type == "cuda" and cfg.precision in ("auto", "bf16")
-    lam = CycleGAN.lr_lambda(cfg.iters)
+    src_it = T.make_loader(src_ds, cfg.batch_size, cfg.workers, T.stream_seed(cfg.seed, 0, 7), start, device)
+    tgt_it = T.make_loader(tgt_ds, cfg.batch_size, cfg.workers, T.stream_seed(cfg.seed, 0, 8), start, device)
+    bf16 = use_bf16(cfg.precision, device)
 
     def snapshot(it):
-        checkpoint.save(sd.path / "last.pt", {"kind": "cyclegan-state", "config": cfg.to_dict(), "iter": it,
-                                              "model": gan.state_dict(), "opt_g": opt_g.state_dict(),
-                                              "opt_d": opt_d.state_dict(), "pools": gan.pools_state_dict(),
-                                              "rng": torch.get_rng_state()})
-    reporter.phase("cyclegan", start, cfg.iters)
-    sums, n, t0, it = {}, 0, time.time(), start
-    try:
-        for it in range(start, cfg.iters):
-            for opt in (opt_g, opt_d):
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * lam(it)
-            xa, _, _ = next(src_it)
-            xb, _, _ = next(tgt_it)
-            a = _gan_batch(xa.to(device), cfg.crop)
-            b = _gan_batch(xb.to(device), cfg.crop)
-            losses = gan.train_step(a, b, opt_g, opt_d, perceptual=perceptual,
-                                    autocast_dtype=torch.bfloat16 if bf16 else None)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0) + v
-            n += 1
-            reporter.step(it + 1)
-            if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
-                vals = {k: float(v) / n for k, v in sums.items()}
-                if not all(np.isfinite(list(vals.values()))):
-                    raise PhfaError(f"CycleGAN loss became non-finite by iteration {it + 1}; last good checkpoint: "
-                                    f"{sd.path / 'last.pt' if (sd.path / 'last.pt').is_file() else 'none'}")
-                reporter.log(it + 1, vals)
-                T._append_jsonl(sd.path / "metrics.jsonl", {"iter": it + 1, **vals})
-                sums, n = {}, 0
-            if (it + 1) % cfg.preview_every == 0 or it + 1 == cfg.iters:
-                _preview(sd.path / f"preview-{it + 1:06d}.png", a[:1], gan.translate(a[:1]), b[:1])
-            if (it + 1) % cfg.ckpt_every == 0 and it + 1 < cfg.iters:
-                snapshot(it + 1)
-    except KeyboardInterrupt:
-        snapshot(it)
-        from pipeline.train import Interrupted
-        raise Interrupted(sd.path / "last.pt", it, "cyclegan") from None
+        p = sd.path / "last.pt"
+        checkpoint.save(p, {"kind": "cyclegan-state", "config": cfg.to_dict(), "iter": it,
+                            "model": gan.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                            "schedulers": [s.state_dict() for s in schedulers],
+                            "pools": gan.pools_state_dict(), "rng": torch.get_rng_state()})
+        return p
+
+    def step(it):
+        xa, _, _ = next(src_it)
+        xb, _, _ = next(tgt_it)
+        a = _gan_batch(xa.to(device), cfg.crop)
+        b = _gan_batch(xb.to(device), cfg.crop)
+        losses = gan.train_step(a, b, opt_g, opt_d, perceptual=perceptual,
+                                autocast_dtype=torch.bfloat16 if bf16 else None)
+        if (it + 1) % cfg.preview_every == 0 or it + 1 == cfg.iters:
+            _preview(sd.path / f"preview-{it + 1:06d}.png", a[:1], gan.translate(a[:1]), b[:1])
+        return losses
+
+    if rng is not None:  # last: everything built above may draw from the global RNG
+        torch.set_rng_state(rng)
+    t0 = time.time()
+    T.loop("cyclegan", start, cfg.iters, step, schedulers=schedulers, reporter=reporter, log_every=cfg.log_every,
+           ckpt_every=cfg.ckpt_every, snapshot=snapshot, metrics_path=sd.path / "metrics.jsonl", record={},
+           check_every_step=device.type == "cpu",
+           last_good=sd.path / "last.pt" if (sd.path / "last.pt").is_file() else None)
     info = {"iters": cfg.iters, "seconds": round(time.time() - t0, 1), "perceptual": perceptual is not None}
     snapshot(cfg.iters)
     checkpoint.save(final, {"kind": "cyclegan", "config": cfg.to_dict(), "model": gan.state_dict(), "info": info})

@@ -1,0 +1,62 @@
+"""Inference shared by eval (Eq. 12), pseudolabel (Eq. 8) and predict: the segmentor's logits
+for an image, upsampled (bilinear, align_corners=True) to the size the caller needs.
+
+Images go in at the stage's `target_size` (the size the model was trained on for the
+target), and logits come out at the label's or the original image's size.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from pipeline import classes as C
+from pipeline import metrics
+from pipeline.data import datasets, formats
+from pipeline.data.transforms import to_tensor
+from pipeline.errors import PhfaError
+from pipeline.runtime.progress import Reporter
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast (with channels_last in training) on CUDA unless --precision fp32."""
+    return device.type == "cuda" and precision in ("auto", "bf16")
+
+
+def upsample(logits: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, size, bf16: bool = False) -> torch.Tensor:
+    """Logits [B, C, H, W] upsampled to `size` (H, W), float32."""
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+    with amp:
+        _, logits = model(x)
+    return upsample(logits.float(), size)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], device: torch.device,
+             bf16: bool = False, reporter: Reporter | None = None):
+    """Confusion matrix (numpy, 19 x 20) of `model` on a labelled split: inputs resized to `size`,
+    logits upsampled to each label's native size. Accumulates on the device; one sync at the end."""
+    was_training = model.training
+    model.eval()
+    items = datasets.samples(spec, split)
+    conf = torch.zeros(C.NUM_CLASSES, C.NUM_CLASSES + 1, dtype=torch.long, device=device)
+    if reporter is not None:
+        reporter.phase(f"eval {spec.name}/{split}", 0, len(items))
+    for i, s in enumerate(items):
+        if s.label is None:
+            raise PhfaError(f"{spec.name}/{split}: {s.image} has no label; evaluation needs a labelled split")
+        img, _ = datasets.load_pair(spec, s, size, with_label=False)
+        gt = formats.decode_label(spec.format, s.label).train_ids
+        x = to_tensor(img)[None].to(device)
+        logits = predict_logits(model, x, gt.shape, bf16)
+        conf += metrics.confusion_torch(logits.argmax(1)[0], torch.from_numpy(gt).to(device))
+        if reporter is not None:
+            reporter.step(i + 1)
+    model.train(was_training)
+    return conf.cpu().numpy()

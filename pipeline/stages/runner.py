@@ -1,0 +1,167 @@
+"""The training-stage runner every training stage shares (adapt, retrain; any later one).
+
+A stage describes *what* to train as a `Plan` (phases, datasets, what to record); this module
+does *how*, the same way for all of them:
+
+    1. check every input and build the plan (nothing is written yet; on --resume the
+       interrupted run's config, read from last.pt, wins over the command line)
+    2. build the model from the initial weights (`--pretrained`) or last.pt
+    3. open the stage folder (refuse / resume / replace with --force, keeping the old one
+       until the new one is written)
+    4. train (`pipeline.train.run`), write final.pt, evaluate on the target's val split,
+       mark the manifest finished
+
+Ctrl-C during training or evaluation leaves the manifest "interrupted" and a `--resume`
+continues where it stopped; evaluation is simply run again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pipeline import classes as C
+from pipeline import inference
+from pipeline import metrics as M
+from pipeline import train
+from pipeline.config import TrainConfig, from_dict
+from pipeline.data import datasets
+from pipeline.data.dataconfig import DataConfig
+from pipeline.errors import PhfaError
+from pipeline.models import segmentor
+from pipeline.models.deeplab import build_deeplab
+from pipeline.runtime import checkpoint, distributed
+from pipeline.runtime.atomic import write_json
+from pipeline.runtime.progress import Reporter
+from pipeline.runtime.run import StageDir, now, sha256
+
+
+@dataclass
+class Plan:
+    """What one training stage trains: built by the stage, run by `run_stage`."""
+    phases: list[train.Phase]
+    data: train.Data
+    target: str                                   # domain evaluated at the end (its val split)
+    record: dict = field(default_factory=dict)    # manifest fields (sources, inputs, ...)
+    final_extra: dict = field(default_factory=dict)  # metadata stored in final.pt
+
+
+def resume_state(sd: StageDir, resume: bool) -> dict | None:
+    """The interrupted attempt's last.pt (validated), or None when not resuming."""
+    if not resume:
+        return None
+    if sd.manifest() is None:
+        raise PhfaError(f"--resume: nothing to resume in {sd.path}; run without --resume")
+    if not (sd.path / "last.pt").is_file():
+        raise PhfaError(f"--resume: nothing to resume in {sd.path} (no last.pt yet); start over with --force")
+    ck = checkpoint.load(sd.path / "last.pt", "--resume")
+    if ck.get("kind") != "train-state":
+        raise PhfaError(f"--resume: {sd.path / 'last.pt'} is not a training state")
+    return ck
+
+
+def kept_settings(cfg: TrainConfig, old: TrainConfig) -> list[str]:
+    """The settings a --resume keeps from the interrupted run although the command line differs."""
+    a, b = cfg.to_dict(), old.to_dict()
+    return [f"{k}={b[k]}" for k in b if a.get(k) != b[k]]
+
+
+def evaluate_target(model, data: DataConfig, target: str, cfg: TrainConfig, device, split: str = "val",
+                    reporter: Reporter | None = None) -> dict | None:
+    """Target-val metrics when that split exists with labels, else None."""
+    spec = data.domain(target)
+    try:
+        items = datasets.samples(spec, split)
+    except PhfaError:
+        return None
+    if not items or any(s.label is None for s in items):
+        return None
+    conf = inference.evaluate(model, spec, split, cfg.target_size, device, inference.use_bf16(cfg.precision, device),
+                              reporter=reporter)
+    m = M.summarize(conf, 19)
+    m.update(domain=target, split=split, images=len(items), confusion=conf.tolist())
+    return m
+
+
+def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
+              make_plan: Callable[[TrainConfig, dict | None], Plan], *, force: bool = False, resume: bool = False,
+              reporter: Reporter | None = None, command: str = "phfa", device: torch.device | None = None) -> dict | None:
+    """Run one training stage end to end; returns its manifest (None on non-zero DDP ranks)."""
+    reporter = reporter or Reporter()
+    sd = StageDir(run, stage)
+    # --- 1. inputs, before anything is written
+    ck = resume_state(sd, resume)
+    kept: list[str] = []
+    if ck is not None:
+        old = from_dict(ck["config"])  # the interrupted run's settings win over the command line
+        kept = kept_settings(cfg, old)
+        cfg = old
+    plan = make_plan(cfg, sd.manifest() if ck is not None else None)
+    # --- 2. the model: initial weights, or the interrupted state (never fetch weights again)
+    torch.manual_seed(cfg.seed)
+    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none" if ck is not None else cfg.pretrained, cfg.freeze_bn)
+    load_report = model.load_report
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+    if device is None:
+        _, _, device = distributed.init()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    main = distributed.is_main()
+    # --- 3. the stage folder (rank 0 alone touches it; the others wait)
+    if main:
+        if sd.begin(force=force, resume=ck is not None, command=command):
+            sd.write(status="running", resumed=now(), resume_kept=kept)
+            if kept:
+                reporter.message("--resume keeps the interrupted run's settings: " + ", ".join(kept))
+        sd.write(config=cfg.to_dict(), world_size=distributed.world_size(),
+                 phases=[p.describe() for p in plan.phases], target=plan.target,
+                 device=str(device), precision="bf16+channels_last" if inference.use_bf16(cfg.precision, device) else "fp32",
+                 **plan.record)
+        sd.write(inputs={**sd.manifest().get("inputs", {}), "pretrained": cfg.pretrained,
+                         "pretrained_report": _brief(load_report)} if ck is None else sd.manifest().get("inputs", {}))
+    distributed.barrier()
+    # --- 4. train, save, evaluate
+    state = None
+    if ck is not None:
+        state = train.State(phase=ck["phase"], it=ck["iter"], history=ck.get("history", []))
+    t0 = time.time()
+    try:
+        try:
+            state = train.run(cfg, model, plan.phases, plan.data, sd.path, reporter, state=state, resume=ck,
+                              device=device, arch=segmentor.arch_of(cfg))
+        except train.Interrupted as e:
+            if main:
+                sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
+            raise
+        if not main:
+            return None
+        final = sd.path / "final.pt"
+        checkpoint.save(final, segmentor.payload(model, cfg, {"phases": state.history, "target": plan.target,
+                                                             **plan.final_extra}))
+        sd.write(status="trained", phases_done=state.history,
+                 timings={"train_seconds": round(time.time() - t0, 1)})  # this attempt's
+        try:
+            m = evaluate_target(model, data, plan.target, cfg, device, reporter=reporter)
+        except KeyboardInterrupt:
+            sd.write(status="interrupted", interrupted_at={"phase": "evaluation", "iter": 0})
+            raise train.Interrupted(sd.path / "last.pt", 0, "evaluation") from None
+        if m is not None:
+            write_json(sd.path / "metrics.json", m)
+        return sd.finish(outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / "last.pt")},
+                         metrics={"target_val_miou": m["miou"]} if m else {})
+    except train.Interrupted:
+        raise
+    except BaseException:
+        if main and sd.restore():  # --force: the replaced stage comes back
+            reporter.message(f"the new attempt failed; {sd.path} is back as it was before --force")
+        raise
+
+
+def _brief(r):
+    if not r:
+        return None
+    return {k: (v if not isinstance(v, list) else v[:20]) for k, v in r.items()}
