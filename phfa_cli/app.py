@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from phfa_cli.common import DEBUG, err, guarded, metrics_table, out
+from phfa_cli.common import DEBUG, err, guarded, metrics_table, out, stages_table
 from pipeline import classes as C
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -213,13 +213,7 @@ def adapt_cmd(
         resume=resume, source_style=source_style, reporter=rep, command=_command_line()))
     if man is None:  # a non-zero rank of a torchrun job: rank 0 reports
         return
-    stage_dir = Path(man["outputs"]["final"]).parent
-    out.print(f"[green]finished[/] {stage_dir}: " + ", ".join(f"{p['name']} ({p['iters']} it, {p['seconds']} s)"
-                                                            for p in man["phases_done"]))
-    if man.get("metrics"):
-        import json
-        m = json.loads((stage_dir / "metrics.json").read_text())
-        out.print(metrics_table(m, f"{man['target']}/val after {stage_dir.name}"))
+    _print_trained(man)
 
 
 @app.command("translate")
@@ -270,6 +264,98 @@ def translate_cmd(
               f"{'fda' if cfg.method == 'fda' else 'translated'}")
 
 
+@app.command("pseudolabel")
+@guarded
+def pseudolabel_cmd(
+    run: RunOpt,
+    from_stage: Annotated[Optional[str], typer.Option("--from", help="Stage whose final.pt labels the target (default: the run's final adapt stage).")] = None,
+    images: Annotated[str, typer.Option("--images", help="fewshot (the run's few-shot list) | all (the whole target train split).")] = "fewshot",
+    config: ConfigOpt = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Redo an interrupted stage.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
+):
+    """Self-guidance (Eq. 8): class-wise confidence thresholds, pseudo-label PNGs of the target."""
+    from pipeline.data.dataconfig import load_data_config
+    from pipeline.stages.pseudolabel import pseudolabel
+
+    data = load_data_config(config)
+    man = _run_training(lambda rep: pseudolabel(data, run, from_stage, images, force=force, resume=resume,
+                                                batch_size=batch_size, reporter=rep, command=_command_line()))
+    stage_dir = Path(man["outputs"]["thresholds"]).parent
+    out.print(pseudolabel_table(stage_dir))
+    out.print(f"[green]finished[/] {stage_dir}: {man['inputs']['images']} pseudo-labels in "
+              f"{man['outputs']['domain']['root']} ({100 * man['metrics']['kept_share']:.1f} % of pixels kept)")
+    out.print(f"retrain on them with: phfa retrain --run {run}" +
+              (f" --labels {stage_dir.name}" if stage_dir.name != "pseudolabel" else ""))
+
+
+def pseudolabel_table(stage_dir: Path) -> Table:
+    import json
+    th = json.loads((stage_dir / "thresholds.json").read_text())
+    dpath = stage_dir / "diagnostic.json"
+    diag = json.loads(dpath.read_text()) if dpath.is_file() else None
+    t = Table(title=f"pseudo-labels of {th['images']} images from {th['from_stage']} (Eq. 8, cap {th['cap']})"
+              + ("; precision/coverage: DIAGNOSTIC ONLY (target ground truth, never used for adaptation)"
+                 if diag else ""), title_justify="left")
+    for col in ("class", "threshold", "predicted px", "kept %") + (("precision %", "coverage %") if diag else ()):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for name, row in th["classes"].items():
+        cells = [name, "—" if row["threshold"] is None else f"{row['threshold']:.4f}", str(row["predicted_pixels"]),
+                 pct(row["kept_share"])]
+        if diag:
+            d = diag["classes"][name]
+            cells += [pct(d["precision"]), pct(d["coverage"])]
+        t.add_row(*cells)
+    if diag:
+        t.add_section()
+        t.add_row("all", "", "", pct(th["kept_share"]), pct(diag["precision"]), pct(diag["coverage"]))
+    return t
+
+
+@app.command("retrain")
+@guarded
+def retrain_cmd(
+    run: RunOpt,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Pseudolabel stage to train on (default: pseudolabel).")] = None,
+    config: ConfigOpt = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Start from this preset instead of the labels' adapt stage config.")] = None,
+    sets: SetOpt = None,
+    iters: Annotated[Optional[int], typer.Option(help="Iterations per phase.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the adapt stage's, so the init is the same).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
+):
+    """Self-guided retraining (Eq. 9, 11): from the initial weights, the adapt stage's phases + target CE."""
+    from pipeline.data.dataconfig import load_data_config
+    from pipeline.stages.retrain import base_config, retrain
+
+    data = load_data_config(config)
+    pairs = list(sets or [])
+    for k, v in (("iters", iters), ("seed", seed), ("precision", precision)):
+        if v is not None:
+            pairs.append(f"{k}={v}")
+    base = _train_config(preset, [], None, None) if preset is not None else base_config(run, labels)
+    cfg = base.overrides(pairs)
+    man = _run_training(lambda rep: retrain(data, run, cfg, labels, force=force, resume=resume, reporter=rep,
+                                            command=_command_line()))
+    if man is None:
+        return
+    _print_trained(man)
+
+
+def _print_trained(man: dict) -> None:
+    stage_dir = Path(man["outputs"]["final"]).parent
+    out.print(f"[green]finished[/] {stage_dir}: " + ", ".join(f"{p['name']} ({p['iters']} it, {p['seconds']} s)"
+                                                            for p in man["phases_done"]))
+    if man.get("metrics"):
+        import json
+        m = json.loads((stage_dir / "metrics.json").read_text())
+        out.print(metrics_table(m, f"{man['target']}/val after {stage_dir.name}"))
+
+
 @app.command("eval")
 @guarded
 def eval_cmd(
@@ -290,10 +376,21 @@ def eval_cmd(
 
     cfg = load_data_config(config)
     if run is not None:
-        from pipeline.stages.evaluate import evaluate_run
-        m = evaluate_run(cfg, run, stage, domain, split, classes=classes, out=out_dir, save_color=save_color)
-        _print_metrics(m, f"{domain}/{split}: {m['images']} images, {run}/{m['stage']}/final.pt")
-        out.print(f"metrics: {m['metrics_path']}")
+        from pipeline.stages.evaluate import evaluate_run, evaluated_stages
+        stages = [stage] if stage is not None else evaluated_stages(run)
+        results = []
+        for st in stages:
+            o = (out_dir / st if len(stages) > 1 else out_dir) if out_dir is not None else None
+            results.append(evaluate_run(cfg, run, st, domain, split, classes=classes, out=o, save_color=save_color))
+        if len(results) == 1:
+            m = results[0]
+            _print_metrics(m, f"{domain}/{split}: {m['images']} images, {run}/{m['stage']}/final.pt")
+            out.print(f"metrics: {m['metrics_path']}")
+        else:
+            out.print(stages_table(results, f"{domain}/{split}: {results[0]['images']} images, every finished "
+                                             f"stage of {run}"))
+            for m in results:
+                out.print(f"metrics ({m['stage']}): {m['metrics_path']}")
         return
     if pred_dir is None:
         raise_opt("--pred-dir (or --run RUN --stage STAGE)")

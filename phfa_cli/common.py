@@ -54,3 +54,21 @@ def metrics_table(m: dict, title: str) -> Table:
     t.add_row(f"[bold]mIoU ({m['classes']})[/]", f"[bold]{m['miou']:.2f}[/]")
     t.add_row("pixel acc.", f"{m['pixel_acc']:.2f}")
     return t
+
+
+def stages_table(results: list[dict], title: str) -> Table:
+    """Per-class IoU of several stages side by side (Table II style), best value per row in bold."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("class")
+    for m in results:
+        t.add_column(m.get("stage", "?"), justify="right")
+    names = list(results[0]["iou"])
+    for name in names:
+        vals = [m["iou"].get(name) for m in results]
+        best = max((v for v in vals if v is not None), default=None)
+        t.add_row(name, *["—" if v is None else (f"[bold]{v:.1f}[/]" if v == best and len(vals) > 1 else f"{v:.1f}")
+                          for v in vals])
+    t.add_section()
+    t.add_row(f"[bold]mIoU ({results[0]['classes']})[/]", *[f"[bold]{m['miou']:.2f}[/]" for m in results])
+    t.add_row("pixel acc.", *[f"{m['pixel_acc']:.2f}" for m in results])
+    return t

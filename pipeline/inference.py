@@ -7,13 +7,14 @@ target), and logits come out at the label's or the original image's size.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from pipeline import classes as C
 from pipeline import metrics
-from pipeline.data import datasets, formats
+from pipeline.data import datasets, formats, pngio
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import PhfaError
 from pipeline.runtime.progress import Reporter
@@ -39,9 +40,10 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, size, bf16: bool = F
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], device: torch.device,
-             bf16: bool = False, reporter: Reporter | None = None):
+             bf16: bool = False, reporter: Reporter | None = None, color_dir=None):
     """Confusion matrix (numpy, 19 x 20) of `model` on a labelled split: inputs resized to `size`,
-    logits upsampled to each label's native size. Accumulates on the device; one sync at the end."""
+    logits upsampled to each label's native size. Accumulates on the device; one sync at the end
+    (and one per image when `color_dir` asks for colourised predictions, written there)."""
     was_training = model.training
     model.eval()
     items = datasets.samples(spec, split)
@@ -55,7 +57,10 @@ def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], de
         gt = formats.decode_label(spec.format, s.label).train_ids
         x = to_tensor(img)[None].to(device)
         logits = predict_logits(model, x, gt.shape, bf16)
-        conf += metrics.confusion_torch(logits.argmax(1)[0], torch.from_numpy(gt).to(device))
+        pred = logits.argmax(1)[0]
+        conf += metrics.confusion_torch(pred, torch.from_numpy(gt).to(device))
+        if color_dir is not None:
+            pngio.write_png(Path(color_dir) / f"{s.name}.png", C.colorize(pred.to(torch.uint8).cpu().numpy()))
         if reporter is not None:
             reporter.step(i + 1)
     model.train(was_training)

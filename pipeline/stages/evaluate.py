@@ -19,7 +19,9 @@ from pipeline import metrics
 from pipeline.data import datasets, formats, pngio
 from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
+from pipeline.runtime import layout
 from pipeline.runtime.atomic import write_json
+from pipeline.runtime.run import finished_stages
 
 PRED_FORMATS = ("trainid", "labelid")
 # name suffixes stripped from prediction file stems before matching them to samples
@@ -111,17 +113,16 @@ def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, spl
     from pipeline import inference
     from pipeline.config import from_dict
     from pipeline.models.segmentor import load_segmentor
-    from pipeline.runtime.run import StageDir, finished_stages
+    from pipeline.runtime.run import StageDir
 
     if classes not in C.SUBSETS:
         raise PhfaError(f"--classes must be one of {sorted(C.SUBSETS)}, not {classes}")
     if stage is None:
-        done = [s for s in finished_stages(run) if (Path(run) / s / "final.pt").is_file()]
-        if not done:
-            raise PhfaError(f"--run: {run} has no finished stage with a model; run `phfa adapt --run {run} ...` first")
-        stage = done[-1] if len(done) == 1 else None
-        if stage is None:
+        done = evaluated_stages(run)
+        if len(done) > 1:
             raise PhfaError(f"--stage: {run} has several stages with models ({', '.join(done)}); name one")
+        stage = done[0]
+    layout.plain_name(stage, "--stage")
     sd = StageDir(run, stage)
     if not sd.finished() or not (sd.path / "final.pt").is_file():
         raise PhfaError(f"--stage: {sd.path} is missing or unfinished (no final.pt); run that stage first")
@@ -130,11 +131,34 @@ def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, spl
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     spec = cfg.domain(domain)
-    conf = inference.evaluate(model, spec, split, tcfg.target_size, device,
-                              inference.use_bf16(tcfg.precision, device))
-    m = metrics.summarize(conf, classes)
     out = Path(out) if out is not None else sd.path / f"eval-{domain}-{split}"
+    conf = inference.evaluate(model, spec, split, tcfg.target_size, device,
+                              inference.use_bf16(tcfg.precision, device),
+                              color_dir=out / "color" if save_color else None)
+    m = metrics.summarize(conf, classes)
     m.update(domain=domain, split=split, stage=stage, run=str(run), images=len(datasets.samples(spec, split)),
              checkpoint=str(sd.path / "final.pt"), confusion=conf.tolist(), metrics_path=str(out / "metrics.json"))
     write_json(out / "metrics.json", m)
     return m
+
+
+_ORDER = {"adapt": 1, "retrain": 2}
+
+
+def evaluated_stages(run: Path) -> list[str]:
+    """Every finished stage of `run` with a model, in pipeline order: source-only, adapt variants,
+    retrain rounds, oracle last."""
+    run = Path(run)
+    if not run.is_dir():
+        raise PhfaError(f"--run: {run} does not exist")
+    done = [s for s in finished_stages(run) if (run / s / "final.pt").is_file()]
+    if not done:
+        raise PhfaError(f"--run: {run} has no finished stage with a model; run `phfa adapt --run {run} ...` first")
+
+    def key(s: str):
+        import json
+        m = json.loads((run / s / "manifest.json").read_text())
+        oracle = m.get("sources") == [m.get("target")]
+        source_only = s == "adapt-noadv-nohier"
+        return (oracle, not source_only, _ORDER.get(layout.stage_kind(s), 3), m.get("finished", ""), s)
+    return sorted(done, key=key)

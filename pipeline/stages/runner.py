@@ -104,6 +104,7 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
     torch.manual_seed(cfg.seed)
     model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none" if ck is not None else cfg.pretrained, cfg.freeze_bn)
     load_report = model.load_report
+    init_digest = state_digest(model) if ck is None else None
     if ck is not None:
         model.load_state_dict(ck["model"])
     if device is None:
@@ -122,7 +123,8 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
                  device=str(device), precision="bf16+channels_last" if inference.use_bf16(cfg.precision, device) else "fp32",
                  **plan.record)
         sd.write(inputs={**sd.manifest().get("inputs", {}), "pretrained": cfg.pretrained,
-                         "pretrained_report": _brief(load_report)} if ck is None else sd.manifest().get("inputs", {}))
+                         "pretrained_report": _brief(load_report),
+                         "init_weights_sha256": init_digest} if ck is None else sd.manifest().get("inputs", {}))
     distributed.barrier()
     # --- 4. train, save, evaluate
     state = None
@@ -159,6 +161,16 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
         if main and sd.restore():  # --force: the replaced stage comes back
             reporter.message(f"the new attempt failed; {sd.path} is back as it was before --force")
         raise
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 over a model's parameters and buffers (names and bytes): which weights it started from."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _brief(r):
