@@ -10,6 +10,8 @@ Runs, per seed, in RUN = OUT/s<seed> (toy preset, CPU, one thread per job, --job
   oracle    phfa adapt --sources cityscapes --no-adversarial --no-hierarchy --tag oracle (target labels)
   it, fda   phfa translate --source gta5 [--method fda]  (CycleGAN with Eq. 7 from `so`)
   so-it, so-fda, aa-it, aa-fda: source-only / +AA on the translated sources
+  aa-it-sg, full: pseudolabel + retrain (Eq. 8-11) from aa-it / the progressive PHFA on translated sources
+`--table-iv` runs only the paper's Table IV rows: FCN, +AA, +IT, +SG, +HFA, oracle.
 Stages that already finished are skipped, so the script can be re-run to complete a table.
 Then prints mean ± std of target-val mIoU per variant and the share of the oracle gap
 recovered: (variant - so) / (oracle - so).
@@ -40,8 +42,17 @@ VARIANTS = {  # name: (stage folder, phfa arguments, depends on)
                                           "--no-adversarial", "--no-hierarchy"], ["fda"]),
     "aa-it": ("adapt-it-nohier", ["adapt", "--sources", "gta5", "--source-style", "translated", "--no-hierarchy"], ["it"]),
     "aa-fda": ("adapt-fda-nohier", ["adapt", "--sources", "gta5", "--source-style", "fda", "--no-hierarchy"], ["fda"]),
+    # self-guidance (Eq. 8-11): pseudo-labels from a stage, then retrain from the initial weights
+    "pl-aa-it": ("pseudolabel-adapt-it-nohier", ["pseudolabel", "--from", "adapt-it-nohier"], ["aa-it"]),
+    "aa-it-sg": ("retrain-adapt-it-nohier", ["retrain", "--labels", "pseudolabel-adapt-it-nohier"], ["pl-aa-it"]),
+    "full-it": ("adapt-it", ["adapt", "--sources", "unity,gta5", "--source-style", "translated"], ["it"]),
+    "pl-full": ("pseudolabel-adapt-it", ["pseudolabel", "--from", "adapt-it"], ["full-it"]),
+    "full": ("retrain-adapt-it", ["retrain", "--labels", "pseudolabel-adapt-it"], ["pl-full"]),
 }
-ROWS = ["so", "aa", "single", "phfa", "so-fda", "so-it", "aa-fda", "aa-it", "oracle"]
+ROWS = ["so", "aa", "single", "phfa", "so-fda", "so-it", "aa-fda", "aa-it", "aa-it-sg", "full-it", "full", "oracle"]
+# the paper's Table IV: FCN, +AA, +IT, +SG, +HFA (the full method), and the oracle as the ceiling
+TABLE_IV = ["so", "aa", "aa-it", "aa-it-sg", "full", "oracle"]
+NO_PRESET = {"pseudolabel"}  # stages that take no --preset/--seed (they inherit the model's)
 
 
 def finished(run: Path, stage: str) -> bool:
@@ -58,7 +69,10 @@ def main():
     ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
     ap.add_argument("--iters", type=int, default=None, help="override iterations of every stage (smoke runs)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for adapt stages")
+    ap.add_argument("--table-iv", action="store_true", help="only the paper's Table IV rows (and what they need)")
     a = ap.parse_args()
+    if a.table_iv and a.only is None:
+        a.only = needed(TABLE_IV)
     cfg = Path(a.data) / "phfa-data.toml"
     if not cfg.is_file():
         sys.exit(f"{cfg} missing: run `phfa data synth --out {a.data}` first")
@@ -87,10 +101,12 @@ def main():
                 print(f"skip {v} seed {s}: dependency failed", flush=True)
                 todo.remove((s, v))
                 continue
-            cmd = [phfa, *args, "--config", str(cfg), "--run", str(run), "--preset", "toy", "--seed", str(s)]
-            if args[0] == "adapt":
+            cmd = [phfa, *args, "--config", str(cfg), "--run", str(run)]
+            if args[0] not in NO_PRESET:
+                cmd += ["--preset", "toy", "--seed", str(s)]
+            if args[0] in ("adapt", "retrain"):
                 cmd += [x for kv in a.sets for x in ("--set", kv)]
-            if a.iters is not None:
+            if a.iters is not None and args[0] not in NO_PRESET:
                 cmd += ["--iters", str(a.iters)]
             run.mkdir(parents=True, exist_ok=True)
             log = open(run / f"{v}.log", "w")
@@ -98,12 +114,26 @@ def main():
             running[(s, v)] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             todo.remove((s, v))
         time.sleep(2)
-    table(Path(a.out), a.seeds)
+    table(Path(a.out), a.seeds, TABLE_IV if a.table_iv else ROWS)
 
 
-def table(out: Path, seeds: list[int]) -> None:
+def needed(rows: list[str]) -> list[str]:
+    """The variants `rows` depend on, dependencies first."""
+    out: list[str] = []
+
+    def add(v):
+        for d in VARIANTS[v][2]:
+            add(d)
+        if v not in out:
+            out.append(v)
+    for v in rows:
+        add(v)
+    return out
+
+
+def table(out: Path, seeds: list[int], rows: list[str]) -> None:
     res: dict[str, list[float]] = {}
-    for v in ROWS:
+    for v in rows:
         for s in seeds:
             met = out / f"s{s}" / VARIANTS[v][0] / "metrics.json"
             if met.is_file():
@@ -111,8 +141,8 @@ def table(out: Path, seeds: list[int]) -> None:
     so = statistics.mean(res["so"]) if res.get("so") else None
     orc = statistics.mean(res["oracle"]) if res.get("oracle") else None
     print(f"\ntoytown target-val mIoU (19 classes), seeds {seeds}")
-    print(f"{'variant':8s} {'stage':24s} {'mIoU mean':>9s} {'std':>5s}  {'per seed':24s} {'oracle gap recovered':>20s}")
-    for v in ROWS:
+    print(f"{'variant':8s} {'stage':28s} {'mIoU mean':>9s} {'std':>5s}  {'per seed':24s} {'oracle gap recovered':>20s}")
+    for v in rows:
         xs = res.get(v)
         if not xs:
             continue
@@ -120,7 +150,7 @@ def table(out: Path, seeds: list[int]) -> None:
         sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
         share = f"{100 * (m - so) / (orc - so):6.1f} %" if (so is not None and orc is not None and orc != so
                                                             and v not in ("so", "oracle")) else ""
-        print(f"{v:8s} {VARIANTS[v][0]:24s} {m:9.2f} {sd:5.2f}  {' '.join(f'{x:.2f}' for x in xs):24s} {share:>20s}")
+        print(f"{v:8s} {VARIANTS[v][0]:28s} {m:9.2f} {sd:5.2f}  {' '.join(f'{x:.2f}' for x in xs):24s} {share:>20s}")
 
 
 if __name__ == "__main__":

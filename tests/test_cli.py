@@ -26,7 +26,8 @@ def test_synth_and_check(town):
     assert (town / "phfa-data.toml").is_file()
     r = runner.invoke(app, ["data", "check", "--config", str(town / "phfa-data.toml"), "unity", "gta5", "cityscapes"])
     assert r.exit_code == 0, r.output
-    assert "usable" in r.output and "road" in r.output and "bicycle" in r.output
+    assert r.output.strip().splitlines()[-1] == "usable" and "not usable" not in r.output
+    assert "road" in r.output and "bicycle" in r.output
 
 
 def test_check_names_unreadable_file_and_exits_2(town, tmp_path):

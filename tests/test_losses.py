@@ -235,10 +235,17 @@ def test_memory_ring_and_state_dict():
 
 
 def test_memory_stores_detached_copies():
+    """The memory keeps a copy: changing the pushed tensor later changes nothing, and a loss
+    through the memory sends no gradient back to the features that filled it."""
     mem = FeatureMemory(num_classes=19, size=2, dim=2)
     x = torch.ones(1, 2, requires_grad=True)
-    mem.push(PERSON, x * 3)
-    assert not mem.bank.requires_grad
+    y = x * 3
+    mem.push(PERSON, y)
+    with torch.no_grad():
+        y.add_(100)
+    assert torch.equal(mem.samples(PERSON), torch.full((1, 2), 3.0))
+    (mem.samples(PERSON).sum() + 0 * x.sum()).backward()
+    assert torch.equal(x.grad, torch.zeros(1, 2))
     with pytest.raises(ValueError):
         mem.push(PERSON, torch.ones(1, 3))
 

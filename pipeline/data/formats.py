@@ -8,6 +8,7 @@ scattered through the code.
 from __future__ import annotations
 
 import functools
+from importlib import resources
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,7 +19,6 @@ from pipeline import classes as C
 from pipeline.data import pngio
 from pipeline.errors import PhfaError
 
-MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
@@ -37,9 +37,11 @@ class DecodedLabel:
 
 @functools.lru_cache(maxsize=None)
 def dataset_manifest(fmt: str) -> dict:
-    p = MANIFEST_DIR / f"{fmt}.toml"
+    """The shipped description of a layout (data_manifests/<fmt>.toml, inside the installed package)."""
+    p = resources.files("pipeline.data_manifests") / f"{fmt}.toml"
     if not p.is_file():
-        raise PhfaError(f"no dataset description {p} for format '{fmt}' (is the installation complete?)")
+        raise PhfaError(f"no dataset description {fmt}.toml in pipeline.data_manifests for format '{fmt}' "
+                        "(is the installation complete?)")
     return tomllib.loads(p.read_text())
 
 

@@ -1,0 +1,105 @@
+"""The layers of docs/architecture.md hold: imports point one way, no cycles, no private names
+of other modules. The import graph is read from the source with `ast`, so this fails on the
+commit that adds a wrong import, not later."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "pipeline"
+LAYER = {"classes": 0, "errors": 0, "config": 0, "metrics": 1, "inference": 1, "data": 1, "losses": 1,
+         "models": 1, "runtime": 1, "data_manifests": 1, "train": 2, "pseudolabel": 2, "stages": 3}
+
+
+def modules():
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        name = ".".join(p.relative_to(ROOT.parent).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = p
+    return out
+
+
+def layer(mod: str) -> int:
+    parts = mod.split(".")
+    return 0 if len(parts) < 2 else LAYER[parts[1]]
+
+
+def graph():
+    mods = modules()
+    edges, private = {}, []
+    for m, p in mods.items():
+        aliases = {}
+        tree = ast.parse(p.read_text())
+        for n in ast.walk(tree):
+            targets = []
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("pipeline"):
+                for a in n.names:
+                    full = f"{n.module}.{a.name}"
+                    targets.append(full if full in mods else n.module)
+                    if full in mods:
+                        aliases[a.asname or a.name] = full
+                    elif a.name.startswith("_") and not a.name.startswith("__"):
+                        private.append(f"{m} imports {n.module}.{a.name}")
+            elif isinstance(n, ast.Import):
+                for a in n.names:
+                    if a.name.startswith("pipeline"):
+                        targets.append(a.name)
+                        aliases[a.asname or a.name] = a.name
+            for t in targets:
+                if t in mods and t != m:
+                    edges.setdefault(m, set()).add(t)
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases \
+                    and n.attr.startswith("_") and not n.attr.startswith("__"):
+                private.append(f"{m} uses {aliases[n.value.id]}.{n.attr}")
+    return mods, edges, private
+
+
+def test_every_module_has_a_layer():
+    for m in modules():
+        layer(m)  # KeyError names a top-level module docs/architecture.md does not place
+
+
+def test_imports_point_down():
+    _, edges, _ = graph()
+    bad = [f"{m} -> {t}" for m, ts in edges.items() for t in ts if layer(t) > layer(m)]
+    bad += [f"{m} -> {t}" for m, ts in edges.items() for t in ts
+            if (m.startswith("pipeline.data") and t.startswith("pipeline.models"))
+            or (m.startswith("pipeline.runtime") and t.startswith(("pipeline.models", "pipeline.data")))]
+    assert not bad, bad
+
+
+def test_no_private_names_of_other_modules():
+    _, _, private = graph()
+    assert not private, private
+
+
+def test_no_import_cycles():
+    mods, edges, _ = graph()
+    state = {}
+
+    def visit(u, path):
+        state[u] = 1
+        for v in edges.get(u, ()):
+            assert state.get(v) != 1, "cycle: " + " -> ".join(path + [v])
+            if v not in state:
+                visit(v, path + [v])
+        state[u] = 2
+    for m in mods:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_the_check_can_fail(tmp_path):
+    """A data module importing a model is caught (the test above is not vacuous)."""
+    global ROOT
+    fake = tmp_path / "pipeline"
+    (fake / "data").mkdir(parents=True)
+    (fake / "models").mkdir()
+    (fake / "data" / "x.py").write_text("from pipeline.models.y import thing\nfrom pipeline.stages.z import _hidden\n")
+    (fake / "models" / "y.py").write_text("thing = 1\n")
+    old, ROOT = ROOT, fake
+    try:
+        _, edges, private = graph()
+        assert edges == {"pipeline.data.x": {"pipeline.models.y"}}
+        assert private == ["pipeline.data.x imports pipeline.stages.z._hidden"]
+    finally:
+        ROOT = old

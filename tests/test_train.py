@@ -1,0 +1,112 @@
+"""The training loop's parts: schedules, paired flips, components in a batch, loss switches."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import train
+from pipeline.config import preset
+from pipeline.data import pngio
+from pipeline.data.dataconfig import DomainSpec
+from pipeline.data.datasets import SegDataset
+from pipeline.losses import alignment as al
+from pipeline.models.deeplab import build_deeplab
+
+
+def test_poly_lr_of_each_param_group_after_k_steps():
+    """lr of group g after k steps = base * mult_g * (1 - k / horizon) ** power, with the horizon
+    `poly_iters` (when set) independent of where the run stops."""
+    model = build_deeplab("resnet18", 19, "none")
+    base, power = 0.01, 0.9
+    for horizon in (10, 40):
+        opt = torch.optim.SGD(model.param_groups(base), lr=base, momentum=0.9)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, train.poly_schedule(horizon, power))
+        for k in range(7):
+            want = [base * (1 - k / horizon) ** power, 10 * base * (1 - k / horizon) ** power]
+            assert [g["lr"] for g in opt.param_groups] == pytest.approx(want, rel=1e-12), (horizon, k)
+            opt.step()
+            sched.step()
+    assert train.poly_schedule(10, 0.9)(10) == 0.0 and train.poly_schedule(10, 0.9)(12) == 0.0
+
+
+def test_flips_keep_image_and_label_paired(tmp_path):
+    """A flipped sample flips image and label together (a class at the left edge stays under its pixels)."""
+    h, w = 4, 6
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, 0] = 200                      # a bright left column ...
+    lab = np.full((h, w), 0, np.uint8)
+    lab[:, 0] = 10                       # ... labelled sky
+    pngio.write_png(tmp_path / "images" / "a.png", img)
+    pngio.write_png(tmp_path / "labels" / "a.png", lab)
+    ds = SegDataset(DomainSpec("f", "folder", tmp_path), "all", None, labels=True, hflip=True)
+    x0, y0, _ = ds[(0, False)]
+    x1, y1, _ = ds[(0, True)]
+    assert (y0[:, 0] == 10).all() and (y1[:, -1] == 10).all() and (y1[:, 0] == 0).all()
+    bright0 = x0.mean(0) > x0.mean()
+    bright1 = x1.mean(0) > x1.mean()
+    assert torch.equal(bright0, y0 == 10) and torch.equal(bright1, y1 == 10)
+    # the sampler decides the flips, so the stream is a function of (seed, iteration)
+    s = train.StreamSampler(n=5, batch=2, seed=3)
+    it = iter(s)
+    first = [next(it) for _ in range(10)]
+    assert first == [x for _, x in zip(range(10), iter(train.StreamSampler(5, 2, 3)))]
+    assert {f for _, f in first} == {True, False}
+
+
+def test_components_are_numbered_per_image_in_a_batch():
+    """Two images of a batch with a car each: two components, each averaged over its own image."""
+    feats = torch.zeros(2, 1, 4, 4)
+    feats[0, 0] = 1.0
+    feats[1, 0] = 5.0
+    feats[1, 0, 0, 0] = 7.0
+    car = 13
+    lm = torch.full((2, 4, 4), 255)
+    lm[0, 0, 0] = car          # one pixel in image 0
+    lm[1, 2:, 2:] = car        # a 2x2 car in image 1 ...
+    lm[1, 0, 0] = car          # ... and a separate one-pixel car, not 8-connected to it
+    out = al.object_features(feats, lm, classes=[car])
+    assert [c for c, _ in out] == [car, car, car]
+    assert sorted(float(f[0]) for _, f in out) == [1.0, 5.0, 7.0]
+    mem = al.FeatureMemory(19, size=4, dim=1)
+    assert al.update_memory_objects(feats, lm, mem, classes=[car]) == 3
+    assert mem.counts()[car] == 3
+
+
+class _Stream:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __next__(self):
+        return self.x, self.y, ["n"]
+
+
+def _one_step(ph, cfg, seed=0):
+    torch.manual_seed(seed)
+    model = build_deeplab("resnet18", 19, "none", freeze_bn=False)
+    torch.manual_seed(1)
+    xs, ys = torch.randn(2, 3, 32, 64), torch.randint(0, 19, (2, 32, 64))
+    xt = torch.randn(2, 3, 32, 64)
+    D = train.OutputDiscriminator(19) if ph.adversarial else None
+    opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=0.9)
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-4) if D is not None else None
+    mem = al.FeatureMemory(19, 4, model.feature_dim) if ph.align else None
+    tgt = _Stream(xt, torch.full((2, 32, 64), 255)) if ph.needs_target else None
+    out = train.train_step(cfg, model, D, opt, opt_d, mem, ph, _Stream(xs, ys), tgt, torch.device("cpu"), False)
+    return model.state_dict(), out
+
+
+def test_zero_loss_weights_reduce_the_step_to_source_only():
+    cfg = dataclasses.replace(preset("toy"), lr=0.01)
+    zero = dataclasses.replace(cfg, lambda_adv=0.0, lambda_obj=0.0, lambda_class=0.0, lambda_back=0.0)
+    so, _ = _one_step(train.Phase("p", "s", 1, adversarial=False), cfg)
+    full_zero, out = _one_step(train.Phase("p", "s", 1, adversarial=True, align=("object", "category", "background")),
+                               zero)
+    full, _ = _one_step(train.Phase("p", "s", 1, adversarial=True, align=("object", "category", "background")), cfg)
+    assert {"adv", "class", "d"} <= set(out)  # the terms ran ...
+    # ... but with zero weight the segmentor's update is the source-only one (BN statistics aside:
+    # the target forward also moves the running means, so compare the parameters)
+    params = {n for n, _ in build_deeplab("resnet18", 19, "none").named_parameters()}
+    for k in params:
+        assert torch.allclose(so[k], full_zero[k], atol=1e-7), k
+    assert any(not torch.allclose(so[k], full[k], atol=1e-7) for k in params)  # non-zero weights do change it
