@@ -1,4 +1,4 @@
-"""toytown generator (pipeline/data/toytown.py): layouts, determinism, class coverage."""
+"""toytown generator (pipeline/data/toytown/): layouts, determinism, pinned bytes, class coverage."""
 import hashlib
 import tomllib
 from pathlib import Path
@@ -212,3 +212,41 @@ def test_domains_look_different(full):
               sorted(out.glob("cityscapes/gtFine/train/*/*.png")), read)
     for cls in (0, 10, 8):  # road, sky, vegetation
         assert np.abs(g[cls] - c[cls]).max() > 20, (cls, g[cls], c[cls])
+
+
+GOLDEN_COUNTS = {"unity": 3, "gta5": 3, "cityscapes_train": 3, "cityscapes_val": 2}
+GOLDEN = {  # sha256 of files written at seed 0 with GOLDEN_COUNTS (pinned before the module became a package)
+    "phfa-data.toml": "b478b07b7622d52045f8a97264161a7d185c37c664a3ff0da300150527b30098",
+    "unity/RGB/0000000.png": "c5272455520342d90754046130d0ea0bdfce66edb66bc2a57ece68b6a2c03812",
+    "unity/RGB/0000001.png": "6f5b5a7127a5b5819d0fdbd3c3acd1793796757e728b1ec697c22072ce0d8e03",
+    "unity/GT/LABELS/0000000.png": "d0770f455a3cb78f215d3c169cef09bccdaafbb1be9282a9752c6ae73d945a50",
+    "unity/GT/LABELS/0000001.png": "839d3c452a0cca56b566af19901c992a755a6b00b43aaa002d485551cbe879fc",
+    "gta5/images/00000.png": "e7a4eae189e05829fec2fe4336d33af162d4ea758a0ddd7892caeb7f8ff76671",
+    "gta5/images/00001.png": "cca5a331f373de322174086494313fac454b42ef11fc08982c845cd01eeefada",
+    "gta5/labels/00000.png": "036a4ba68d41694ba78689b4bdb7fefebd8349e86cc841f233d0f3ba2e3f8b0e",
+    "gta5/labels/00001.png": "4facfb5dafbb5cf0a610b4d15edb5b4f309b57831aede927501e454adb897bc9",
+    "cityscapes/leftImg8bit/train/toyburg/toyburg_000000_000019_leftImg8bit.png":
+        "c6d54fab09474da180a454827f58f3db8ffaa9638d51813cff5b19ef5a437fcd",
+    "cityscapes/leftImg8bit/train/toyburg/toyburg_000001_000019_leftImg8bit.png":
+        "5273074766d201acc916ca758d4065cac3f8c1d2eb1f5883c9f5bc020ff758a8",
+    "cityscapes/gtFine/train/toyburg/toyburg_000000_000019_gtFine_labelIds.png":
+        "9bb9600858e51abe3b9728152873264e08a0d9614c6f729706be33180ad1c12e",
+    "cityscapes/gtFine/train/toyburg/toyburg_000001_000019_gtFine_labelIds.png":
+        "2c9bd25d0d631d7bd613d330e2b4b97eac5d9ece35e701c2d08023c8222d5af8",
+    "cityscapes/leftImg8bit/val/valcity/valcity_000000_000019_leftImg8bit.png":
+        "eec3e3878401fe79b20bff8c9d98e990ae7508c94841935c5507dff7785b6cf0",
+    "cityscapes/leftImg8bit/val/valcity/valcity_000001_000019_leftImg8bit.png":
+        "47453209c067444ed9fc5ee95f4703a303c6950cd9105b2b32ede8c1f2f87ade",
+    "cityscapes/gtFine/val/valcity/valcity_000000_000019_gtFine_labelIds.png":
+        "5a6849949a0b51206243f93af9b96d961fd7377b513af528ef002c15d5d4485d",
+    "cityscapes/gtFine/val/valcity/valcity_000001_000019_gtFine_labelIds.png":
+        "e0b1d51a1355045c3a004f3e03af3ac4cb0b9c3348e9112cfb4eaf2412273ed9",
+}
+
+
+def test_golden_digests(tmp_path):
+    """The generator's output is pinned byte for byte (images and labels of every domain/split)."""
+    out = tmp_path / "t"
+    T.generate(out, seed=0, counts=GOLDEN_COUNTS, workers=1)
+    got = _digests(out)
+    assert {rel: got.get(rel) for rel in GOLDEN} == GOLDEN
