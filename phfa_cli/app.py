@@ -15,6 +15,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rich.markup import escape
+
 from phfa_cli.common import DEBUG, err, guarded, metrics_table, out, stages_table
 from pipeline import classes as C
 
@@ -42,7 +44,7 @@ def _progress() -> Progress:
 def data_synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write toytown into.")],
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
-    count: Annotated[Optional[list[str]], typer.Option("--count", help="Images per set, e.g. gta5=1000 (unity, gta5, cityscapes_train, cityscapes_val).")] = None,
+    count: Annotated[Optional[list[str]], typer.Option("--count", metavar="NAME=N", help="Images per set, e.g. gta5=1000 (unity, gta5, cityscapes_train, cityscapes_val).")] = None,
 ):
     """Generate the toytown benchmark (unity/SYNTHIA, gta5/GTA5, cityscapes layouts + phfa-data.toml)."""
     from pipeline.data import toytown
@@ -62,21 +64,21 @@ def data_synth(
                 tasks[name] = prog.add_task(name, total=total)
             prog.update(tasks[name], completed=done)
         summary = toytown.generate(out_dir, seed=seed, counts=counts or None, progress=cb)
-    t = Table(title=f"toytown (seed {seed}) written to {out_dir}", title_justify="left")
+    t = Table(title=f"toytown (seed {escape(str(seed))}) written to {escape(str(out_dir))}", title_justify="left")
     t.add_column("domain/split")
     t.add_column("images", justify="right")
     for k, v in summary.items():
         t.add_row(k, str(v))
     out.print(t)
-    out.print(f"data config: {out_dir / 'phfa-data.toml'}")
+    out.print(f"data config: {escape(str(out_dir / 'phfa-data.toml'))}")
 
 
 @data_app.command("check")
 @guarded
 def data_check(
-    domains: Annotated[list[str], typer.Argument(help="Domain names from the data config.")],
+    domains: Annotated[list[str], typer.Argument(metavar="DOMAIN", help="Domain names from the data config.")],
     config: ConfigOpt = None,
-    split: Annotated[Optional[list[str]], typer.Option("--split", help="Only these splits (default: all on disk).")] = None,
+    split: Annotated[Optional[list[str]], typer.Option("--split", metavar="SPLIT", help="Only these splits (default: all on disk).")] = None,
 ):
     """Dataset doctor: counts, sizes, class frequencies, unreadable files, size mismatches, unknown ids."""
     from pipeline.data.check import check_domain
@@ -98,10 +100,10 @@ def data_check(
             reports.append(check_domain(cfg, d, split, progress=cb))
     for rep in reports:
         if rep.error:
-            err.print(f"[red]{rep.domain}:[/] {rep.error}")
+            err.print(f"[red]{escape(str(rep.domain))}:[/] {escape(str(rep.error))}")
             usable = False
             continue
-        t = Table(title=f"{rep.domain} ({cfg.domains[rep.domain].format}, {cfg.domains[rep.domain].root})",
+        t = Table(title=f"{escape(str(rep.domain))} ({escape(str(cfg.domains[rep.domain].format))}, {escape(str(cfg.domains[rep.domain].root))})",
                   title_justify="left")
         t.add_column("class")
         for s in rep.splits:
@@ -119,16 +121,16 @@ def data_check(
         out.print(t)
         for s in rep.splits:
             for u in s.unreadable:
-                err.print(f"[red]unreadable[/] {u}")
+                err.print(f"[red]unreadable[/] {escape(str(u))}")
             for m in s.size_mismatch[:10]:
-                err.print(f"[yellow]size mismatch[/] {m} (resized, nearest, when read)")
+                err.print(f"[yellow]size mismatch[/] {escape(str(m))} (resized, nearest, when read)")
             if len(s.size_mismatch) > 10:
-                err.print(f"[yellow]… {len(s.size_mismatch) - 10} more size mismatches[/]")
+                err.print(f"[yellow]… {escape(str(len(s.size_mismatch) - 10))} more size mismatches[/]")
             if s.unknown_ids:
-                err.print(f"[yellow]{rep.domain}/{s.split}:[/] {s.unknown_ids} pixels in {s.files_with_unknown} "
+                err.print(f"[yellow]{escape(str(rep.domain))}/{escape(str(s.split))}:[/] {escape(str(s.unknown_ids))} pixels in {escape(str(s.files_with_unknown))} "
                           "files have ids outside the label map (read as 255, ignored)")
             for k in s.known_bad:
-                err.print(f"[yellow]known issue[/] {k}")
+                err.print(f"[yellow]known issue[/] {escape(str(k))}")
         usable &= rep.usable
     if not usable:
         err.print("[red]not usable:[/] fix the problems named above")
@@ -137,13 +139,28 @@ def data_check(
 
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder: runs/<name>.")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="paper (Table I, GPU) or toy (CPU, toytown).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset field: key=value (repeatable).")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="auto (paper on a CUDA machine, toy on a CPU-only one) | paper (Table I, GPU) | toy (CPU, toytown).")]
+PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", help="Initial weights: imagenet | none | PATH to a local state dict (default: the preset's).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a preset field: key=value (repeatable).")]
 
 
-def _train_config(preset: str, sets, iters, seed, precision=None, extra=()):
+def _resolve_preset(preset: str) -> str:
+    """`auto`: the paper preset where CUDA is available, else the CPU toy preset (said on stderr)."""
+    if preset != "auto":
+        return preset
+    import torch
+    chosen = "paper" if torch.cuda.is_available() else "toy"
+    if chosen == "toy":
+        err.print("note: no CUDA device: using --preset toy (the CPU preset); pass --preset paper to insist")
+    return chosen
+
+
+def _train_config(preset: str, sets, iters, seed, precision=None, extra=(), pretrained=None):
     from pipeline.config import preset as make_preset
+    preset = _resolve_preset(preset)
     pairs = list(sets or [])
+    if pretrained is not None:
+        pairs.append(f"pretrained={pretrained}")
     if iters is not None:
         pairs.append(f"iters={iters}")
     if seed is not None:
@@ -163,8 +180,8 @@ def _run_training(fn):
         return fn(rep)
     except Interrupted as e:
         rep.close()
-        err.print(f"[yellow]{e}[/]")
-        err.print(f"resume with: {_command_line().replace(' --force', '')} --resume")
+        err.print(f"[yellow]{escape(str(e))}[/]")
+        err.print(f"resume with: {escape(str(_command_line().replace(' --force', '')))} --resume")
         raise typer.Exit(130)
     finally:
         rep.close()
@@ -182,8 +199,9 @@ def adapt_cmd(
     sources: Annotated[str, typer.Option("--sources", help="Ordered source domains: preliminary,...,primary.")],
     target: Annotated[Optional[str], typer.Option(help="Target domain (default: the one with few_shot).")] = None,
     config: ConfigOpt = None,
-    preset: PresetOpt = "paper",
+    preset: PresetOpt = "auto",
     sets: SetOpt = None,
+    pretrained: PretrainedOpt = None,
     no_adversarial: Annotated[bool, typer.Option("--no-adversarial", help="Drop output-space adversarial alignment.")] = False,
     no_hierarchy: Annotated[bool, typer.Option("--no-hierarchy", help="Drop all hierarchy losses.")] = False,
     align: Annotated[Optional[str], typer.Option(help="Hierarchy levels to use: object,category,background.")] = None,
@@ -197,9 +215,11 @@ def adapt_cmd(
 ):
     """Progressive adversarial adaptation + hierarchical feature alignment (Eq. 10)."""
     from pipeline.data.dataconfig import load_data_config
-    from pipeline.stages.adapt import adapt
 
-    data = load_data_config(config)
+    data = load_data_config(config)  # data config and settings are checked before torch is imported
+    source_list = [s.strip() for s in sources.split(",") if s.strip()]
+    for s_ in source_list:
+        data.domain(s_, option="--sources")
     extra = []
     if no_adversarial:
         extra.append("adversarial=false")
@@ -207,9 +227,10 @@ def adapt_cmd(
         extra.append("align=")
     elif align is not None:
         extra.append(f"align={align}")
-    cfg = _train_config(preset, sets, iters, seed, precision, extra)
+    cfg = _train_config(preset, sets, iters, seed, precision, extra, pretrained)
+    from pipeline.stages.adapt import adapt
     man = _run_training(lambda rep: adapt(
-        data, run, [s.strip() for s in sources.split(",") if s.strip()], target, cfg, tag=tag, force=force,
+        data, run, source_list, target, cfg, tag=tag, force=force,
         resume=resume, source_style=source_style, reporter=rep, command=_command_line()))
     if man is None:  # a non-zero rank of a torchrun job: rank 0 reports
         return
@@ -226,7 +247,7 @@ def translate_cmd(
     seg_checkpoint: Annotated[Optional[Path], typer.Option("--seg-checkpoint", help="Frozen segmentor for the perceptual loss (Eq. 7).")] = None,
     seg_from: Annotated[Optional[str], typer.Option("--seg-from", help="Use final.pt of this stage of the run, e.g. adapt-noadv-nohier.")] = None,
     config: ConfigOpt = None,
-    preset: PresetOpt = "paper",
+    preset: PresetOpt = "auto",
     sets: SetOpt = None,
     iters: Annotated[Optional[int], typer.Option(help="CycleGAN iterations.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
@@ -244,24 +265,26 @@ def translate_cmd(
         pairs.append(f"iters={iters}")
     if seed is not None:
         pairs.append(f"seed={seed}")
-    cfg = translate_preset(preset).overrides(pairs)
+    cfg = translate_preset(_resolve_preset(preset)).overrides(pairs)
     from pipeline.errors import PhfaError
     if seg_from is not None:
         if seg_checkpoint is not None:
             raise PhfaError("give --seg-checkpoint or --seg-from, not both")
-        seg_checkpoint = run / seg_from / "final.pt"
+        from pipeline.runtime.layout import plain_name
+        seg_checkpoint = run / plain_name(seg_from, "--seg-from") / "final.pt"
         if not seg_checkpoint.is_file():
             raise PhfaError(f"--seg-from: {seg_checkpoint} does not exist; run that stage first "
                             f"(e.g. `phfa adapt --run {run} --sources {source} --no-adversarial --no-hierarchy`)")
     man = _run_training(lambda rep: translate(
         data, run, source, target, cfg, seg_checkpoint=seg_checkpoint, force=force, resume=resume, reporter=rep,
+        seg_option="--seg-from" if seg_from is not None else "--seg-checkpoint",
         command=_command_line()))
     w = man["written"]
-    out.print(f"[green]finished[/] {man['domain']['root']}: {w['images']} images ({w['written']} written, "
-              f"{w['skipped_existing']} already there) in the {man['domain']['format']} layout; "
-              f"perceptual loss: {man['perceptual']}")
-    out.print(f"train on it with: phfa adapt --run {run} --sources ... --source-style "
-              f"{'fda' if cfg.method == 'fda' else 'translated'}")
+    out.print(f"[green]finished[/] {escape(str(man['domain']['root']))}: {escape(str(w['images']))} images ({escape(str(w['written']))} written, "
+              f"{escape(str(w['skipped_existing']))} already there) in the {escape(str(man['domain']['format']))} layout; "
+              f"perceptual loss: {escape(str(man['perceptual']))}")
+    out.print(f"train on it with: phfa adapt --run {escape(str(run))} --sources ... --source-style "
+              f"{escape(str('fda' if cfg.method == 'fda' else 'translated'))}")
 
 
 @app.command("pseudolabel")
@@ -275,7 +298,7 @@ def pseudolabel_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Redo an interrupted stage.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
-    """Self-guidance (Eq. 8): class-wise confidence thresholds, pseudo-label PNGs of the target."""
+    """Self-guidance, Eq 8: class-wise confidence thresholds and pseudo-label PNGs of the target."""
     from pipeline.data.dataconfig import load_data_config
     from pipeline.stages.pseudolabel import pseudolabel
 
@@ -284,10 +307,10 @@ def pseudolabel_cmd(
                                                 batch_size=batch_size, reporter=rep, command=_command_line()))
     stage_dir = Path(man["outputs"]["thresholds"]).parent
     out.print(pseudolabel_table(stage_dir))
-    out.print(f"[green]finished[/] {stage_dir}: {man['inputs']['images']} pseudo-labels in "
-              f"{man['outputs']['domain']['root']} ({100 * man['metrics']['kept_share']:.1f} % of pixels kept)")
-    out.print(f"retrain on them with: phfa retrain --run {run}" +
-              (f" --labels {stage_dir.name}" if stage_dir.name != "pseudolabel" else ""))
+    out.print(f"[green]finished[/] {escape(str(stage_dir))}: {escape(str(man['inputs']['images']))} pseudo-labels in "
+              f"{escape(str(man['outputs']['domain']['root']))} ({100 * man['metrics']['kept_share']:.1f} % of pixels kept)")
+    out.print(f"retrain on them with: phfa retrain --run {escape(str(run))}" +
+              (f" --labels {escape(str(stage_dir.name))}" if stage_dir.name != "pseudolabel" else ""))
 
 
 def pseudolabel_table(stage_dir: Path) -> Table:
@@ -295,7 +318,7 @@ def pseudolabel_table(stage_dir: Path) -> Table:
     th = json.loads((stage_dir / "thresholds.json").read_text())
     dpath = stage_dir / "diagnostic.json"
     diag = json.loads(dpath.read_text()) if dpath.is_file() else None
-    t = Table(title=f"pseudo-labels of {th['images']} images from {th['from_stage']} (Eq. 8, cap {th['cap']})"
+    t = Table(title=f"pseudo-labels of {escape(str(th['images']))} images from {escape(str(th['from_stage']))} (Eq. 8, cap {escape(str(th['cap']))})"
               + ("; precision/coverage: DIAGNOSTIC ONLY (target ground truth, never used for adaptation)"
                  if diag else ""), title_justify="left")
     for col in ("class", "threshold", "predicted px", "kept %") + (("precision %", "coverage %") if diag else ()):
@@ -322,19 +345,20 @@ def retrain_cmd(
     config: ConfigOpt = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Start from this preset instead of the labels' adapt stage config.")] = None,
     sets: SetOpt = None,
+    pretrained: PretrainedOpt = None,
     iters: Annotated[Optional[int], typer.Option(help="Iterations per phase.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the adapt stage's, so the init is the same).")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
-    """Self-guided retraining (Eq. 9, 11): from the initial weights, the adapt stage's phases + target CE."""
+    """Self-guided retraining, Eq 9 and 11: from the initial weights, adapt's phases + target CE."""
     from pipeline.data.dataconfig import load_data_config
     from pipeline.stages.retrain import base_config, retrain
 
     data = load_data_config(config)
     pairs = list(sets or [])
-    for k, v in (("iters", iters), ("seed", seed), ("precision", precision)):
+    for k, v in (("iters", iters), ("seed", seed), ("precision", precision), ("pretrained", pretrained)):
         if v is not None:
             pairs.append(f"{k}={v}")
     base = _train_config(preset, [], None, None) if preset is not None else base_config(run, labels)
@@ -348,12 +372,12 @@ def retrain_cmd(
 
 def _print_trained(man: dict) -> None:
     stage_dir = Path(man["outputs"]["final"]).parent
-    out.print(f"[green]finished[/] {stage_dir}: " + ", ".join(f"{p['name']} ({p['iters']} it, {p['seconds']} s)"
+    out.print(f"[green]finished[/] {escape(str(stage_dir))}: " + ", ".join(f"{escape(str(p['name']))} ({escape(str(p['iters']))} it, {escape(str(p['seconds']))} s)"
                                                             for p in man["phases_done"]))
     if man.get("metrics"):
         import json
         m = json.loads((stage_dir / "metrics.json").read_text())
-        out.print(metrics_table(m, f"{man['target']}/val after {stage_dir.name}"))
+        out.print(metrics_table(m, f"{escape(str(man['target']))}/val after {escape(str(stage_dir.name))}"))
 
 
 @app.command("eval")
@@ -384,21 +408,21 @@ def eval_cmd(
             results.append(evaluate_run(cfg, run, st, domain, split, classes=classes, out=o, save_color=save_color))
         if len(results) == 1:
             m = results[0]
-            _print_metrics(m, f"{domain}/{split}: {m['images']} images, {run}/{m['stage']}/final.pt")
-            out.print(f"metrics: {m['metrics_path']}")
+            _print_metrics(m, escape(f"{domain}/{split}: {m['images']} images, {run}/{m['stage']}/final.pt"))
+            out.print(f"metrics: {escape(str(m['metrics_path']))}")
         else:
-            out.print(stages_table(results, f"{domain}/{split}: {results[0]['images']} images, every finished "
-                                             f"stage of {run}"))
+            out.print(stages_table(results, f"{escape(str(domain))}/{escape(str(split))}: {escape(str(results[0]['images']))} images, every finished "
+                                             f"stage of {escape(str(run))}"))
             for m in results:
-                out.print(f"metrics ({m['stage']}): {m['metrics_path']}")
+                out.print(f"metrics ({escape(str(m['stage']))}): {escape(str(m['metrics_path']))}")
         return
     if pred_dir is None:
         raise_opt("--pred-dir (or --run RUN --stage STAGE)")
     m = evaluate_folder(cfg, domain, split, pred_dir, classes=classes, pred_format=pred_format,
                         out=out_dir, save_color=save_color)
-    _print_metrics(m, f"{domain}/{split}: {m['images']} images, predictions from {pred_dir}")
+    _print_metrics(m, escape(f"{domain}/{split}: {m['images']} images, predictions from {pred_dir}"))
     if out_dir is not None:
-        out.print(f"metrics: {out_dir / 'metrics.json'}")
+        out.print(f"metrics: {escape(str(out_dir / 'metrics.json'))}")
 
 
 def raise_opt(opt: str):
@@ -408,12 +432,29 @@ def raise_opt(opt: str):
 
 def _print_metrics(m: dict, title: str) -> None:
     out.print(metrics_table(m, title))
+    if m.get("outside_class_share", 0) > 0.5:
+        err.print(f"[yellow]warning:[/] {100 * m['outside_class_share']:.0f} % of the predicted pixels are outside "
+                  f"the {C.NUM_CLASSES} classes (is --pred-format {escape(m.get('pred_format', ''))} right?)")
     if m.get("resized_predictions"):
-        err.print(f"[yellow]note:[/] {m['resized_predictions']} predictions differed in size from their "
+        err.print(f"[yellow]note:[/] {escape(str(m['resized_predictions']))} predictions differed in size from their "
                   "labels and were resized (nearest) to the label size")
     if m.get("unknown_label_pixels"):
-        err.print(f"[yellow]note:[/] {m['unknown_label_pixels']} ground-truth pixels had ids outside the "
+        err.print(f"[yellow]note:[/] {escape(str(m['unknown_label_pixels']))} ground-truth pixels had ids outside the "
                   "label map and were ignored")
+
+
+from phfa_cli import prepare_cmd  # noqa: E402
+prepare_cmd.register(app)
+
+from phfa_cli import report_cmd  # noqa: E402
+report_cmd.register(app)
+
+
+from phfa_cli import predict_cmd, prepare_cmd, report_cmd  # noqa: E402  (commands in their own modules)
+
+predict_cmd.register(app)
+report_cmd.register(app)
+prepare_cmd.register(app)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import warnings
 import contextvars
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.errors import PhfaError
@@ -29,13 +30,14 @@ def guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with warnings.catch_warnings():
-            warnings.showwarning = lambda m, c, f, l, file=None, line=None: err.print(f"[yellow]warning:[/] {m}")
+            warnings.showwarning = lambda m, c, f, l, file=None, line=None: err.print(
+                f"[yellow]warning:[/] {escape(str(m))}")
             try:
                 return fn(*args, **kwargs)
             except PhfaError as e:
                 if _debug():
                     traceback.print_exc()
-                err.print(f"[red]error:[/] {e}", soft_wrap=True)
+                err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
                 raise typer.Exit(2)
             except KeyboardInterrupt:
                 err.print("interrupted")

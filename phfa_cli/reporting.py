@@ -26,7 +26,7 @@ class RichReporter(Reporter):
                          losses=" ".join(f"{k}={v:.3g}" for k, v in values.items() if k != "lr"))
 
     def message(self, text):
-        self.prog.console.print(text)
+        self.prog.console.print(text, markup=False, highlight=False)
 
     def close(self):
         self.prog.stop()
