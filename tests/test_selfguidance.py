@@ -74,7 +74,7 @@ def test_pseudolabels_follow_eq8_and_read_as_a_domain(adapted):
     items = {s.name: s for s in datasets.samples(pspec, datasets.train_split(pspec))}
     assert sorted(items) == sorted(names)
     for i, n in enumerate(names):
-        _, lab = datasets.load_pair(pspec, items[n], None)
+        _, lab = datasets.load_pair(pspec, items[n], size)
         thr = np.array([t if t is not None else np.inf for t in th["thresholds"]])[pred[i]]
         want = np.where(conf[i] >= thr, pred[i], 255)
         # batched vs single-image forward passes differ in the last float bits: only pixels

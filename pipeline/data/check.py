@@ -122,3 +122,45 @@ def check_domain(cfg: DataConfig, name: str, splits: list[str] | None = None,
                 sr.ignored_pixels += int(cnt[C.IGNORE])
         rep.splits.append(sr)
     return rep
+
+
+# ----------------------------------------------------------------------------- quick pre-training check
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def damaged(path) -> str | None:
+    """Why a file cannot be a complete image, from its first and last bytes only (cheap: no decoding);
+    None when it looks complete. Catches missing, empty and truncated PNG/JPEG files, the usual
+    result of partial downloads."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "empty file"
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 12))
+            tail = f.read(12)
+    except OSError as e:
+        return f"cannot open ({e.strerror})"
+    if head.startswith(_PNG_MAGIC):
+        return None if tail.endswith(_PNG_END) else "truncated PNG (no IEND chunk at the end)"
+    if head.startswith(b"\xff\xd8"):
+        return None if tail.rstrip(b"\x00").endswith(b"\xff\xd9") else "truncated JPEG (no end marker)"
+    return "not a PNG or JPEG file"
+
+
+def check_files(items, what: str, workers: int | None = None) -> None:
+    """Refuse training on data with damaged files: one sentence naming the first and the count.
+
+    `items` are formats.Sample; images and labels are both checked before any stage folder exists."""
+    paths = [p for s in items for p in (s.image, s.label) if p is not None]
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as ex:
+        reasons = list(ex.map(damaged, paths))
+    bad = [(p, r) for p, r in zip(paths, reasons) if r]
+    if bad:
+        p, r = bad[0]
+        more = f" ({len(bad) - 1} more damaged files)" if len(bad) > 1 else ""
+        raise PhfaError(f"{what}: {p} is damaged: {r}{more}; re-download or remove it "
+                        f"(`phfa data check` lists every problem)")

@@ -37,6 +37,23 @@ def read_index(path: str | Path) -> np.ndarray:
         raise PhfaError(f"cannot read label {path}: {type(e).__name__}: {e}") from e
 
 
+def read_prediction(path: str | Path) -> np.ndarray:
+    """H x W uint8 of a prediction PNG, which must be an 8-bit single-channel label map ('L' or 'P').
+
+    16-bit maps would wrap modulo 256 and colour (RGB) images are not label maps: both are refused
+    with a sentence naming the file."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in ("L", "P"):
+                return np.asarray(im).astype(np.uint8, copy=False)
+    except Exception as e:
+        raise PhfaError(f"cannot read prediction {path}: {type(e).__name__}: {e}") from e
+    what = {"I;16": "a 16-bit", "I": "a 32-bit", "RGB": "an RGB (colour)", "RGBA": "an RGBA (colour)"}.get(mode, f"a '{mode}'")
+    raise PhfaError(f"prediction {path} is {what} image, not an 8-bit single-channel label map; write trainIds "
+                    "(or label ids with --pred-format labelid) as 8-bit grey PNGs, not phfa's _color output")
+
+
 def read_synthia_label(path: str | Path) -> np.ndarray:
     """SYNTHIA 16-bit 3-channel label -> H x W uint16 class ids (the R channel)."""
     import cv2

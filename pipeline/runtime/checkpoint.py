@@ -6,6 +6,7 @@ What a checkpoint holds is the caller's business; rebuilding a segmentor from on
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,9 +18,30 @@ FORMAT = "phfa-checkpoint"
 
 
 def save(path: Path, payload: dict) -> None:
+    """Write atomically; a full disk ends in one sentence naming the file and the space needed
+    (torch reports it as a RuntimeError, not an OSError), and leaves the previous file intact."""
     payload = {"format": FORMAT, "version": 1, **payload}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as e:
+        free = shutil.disk_usage(Path(path).parent).free
+        need = _nbytes(payload)
+        if free < need + (1 << 20) or "unexpected pos" in str(e) or "No space" in str(e):
+            raise PhfaError(f"disk full while writing {path}: it needs about {need / 2**20:.0f} MiB and "
+                            f"{free / 2**20:.0f} MiB are free; free some space and run again with --resume "
+                            "(the previous version, if any, is untouched)") from e
+        raise
+
+
+def _nbytes(obj) -> int:
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 64
 
 
 def load(path: Path | str, option: str = "checkpoint") -> dict:

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.config import TrainConfig
 from pipeline.data import datasets
+from pipeline.data.check import check_files
 from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
@@ -88,6 +89,17 @@ def source_datasets(specs: dict[str, DomainSpec], cfg: TrainConfig, target: str)
     return {s: source_dataset(spec, s, cfg, target) for s, spec in specs.items()}
 
 
+def check_inputs(dss, cfg: TrainConfig) -> None:
+    """Every file a stage will read, checked before the stage folder exists (damaged files, batch size)."""
+    for ds in dss:
+        if ds is None:
+            continue
+        check_files(ds.items, f"domain '{ds.spec.name}'")
+        if len(ds) < cfg.batch_size:
+            raise PhfaError(f"batch_size {cfg.batch_size} is larger than the {len(ds)} images of domain "
+                            f"'{ds.spec.name}'; lower it with --set batch_size=N")
+
+
 def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, cfg: TrainConfig,
           tag: str | None = None, force: bool = False, resume: bool = False, source_style: str = "raw",
           reporter: Reporter | None = None, command: str = "phfa adapt",
@@ -104,10 +116,7 @@ def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, c
         phases = build_phases(cfg, srcs)
         tgt = few_shot_target(data, run, target, cfg) if any(p.needs_target for p in phases) else None
         src_ds = source_datasets({s: specs[s] for s in dict.fromkeys(srcs)}, cfg, target)
-        for ds in (*src_ds.values(), tgt):
-            if ds is not None and len(ds) < cfg.batch_size:
-                raise PhfaError(f"batch_size {cfg.batch_size} is larger than the {len(ds)} images of domain "
-                                f"'{ds.spec.name}'; lower it with --set batch_size=N")
+        check_inputs([*src_ds.values(), tgt], cfg)
         record = {"sources": srcs, "source_style": style,
                   "inputs": {"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in src_ds},
                              "few_shot_list": str(layout.few_shot_file(run, target)) if tgt else None,

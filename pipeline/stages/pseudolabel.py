@@ -8,7 +8,8 @@ predictions are recomputed for each pass instead of kept (pass 1 histograms, pas
 exact median, pass 3 writes the labels).
 
 Outputs in RUN/pseudolabel[-<from>]/:
-    domain/labels/<name>.png   uint8 trainId pseudo-labels (255 = ignore) at target_size
+    domain/labels/<name>.png   uint8 trainId pseudo-labels (255 = ignore), computed at target_size and
+                               stored at the image's own size (nearest)
     domain/images/<name>.png   links to the target images (copied only where links fail)
     phfa-data.toml             the pseudo-labelled domain in `folder` format, for `phfa data check`
     thresholds.json            per class: threshold, pixels predicted and kept
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pipeline import classes as C
 from pipeline import inference
@@ -188,7 +190,11 @@ def _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, 
         labels = rule.apply_thresholds(conf, pred, thresholds).cpu().numpy()
         pred_np = pred.cpu().numpy()
         for s, lab, p in zip(chunk, labels, pred_np):
-            pngio.write_png(dom / "labels" / f"{s.name}.png", lab)
+            # stored at the image's own size (nearest), so the pair reads like any dataset; the readers
+            # resize both back to target_size, which gives these labels again for integer ratios
+            w, h = pngio.image_size(s.image)
+            full = lab if (w, h) == size else np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
+            pngio.write_png(dom / "labels" / f"{s.name}.png", full)
             how = _link(s.image, dom / "images" / f"{s.name}{s.image.suffix.lower()}")
             linked[how] = linked.get(how, 0) + 1
             kept.add(p, lab)

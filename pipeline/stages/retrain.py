@@ -78,10 +78,7 @@ def retrain(data: DataConfig, run: Path, cfg: TrainConfig | None = None, labels_
         tgt = datasets.SegDataset(pspec, datasets.train_split(pspec), cfg.target_size, labels=True, hflip=cfg.hflip,
                                   cache=cfg.cache)
         src_ds = A.source_datasets({s: specs[s] for s in dict.fromkeys(sources)}, cfg, target)
-        for ds in (*src_ds.values(), tgt):
-            if len(ds) < cfg.batch_size:
-                raise PhfaError(f"batch_size {cfg.batch_size} is larger than the {len(ds)} images of domain "
-                                f"'{ds.spec.name}'; lower it with --set batch_size=N")
+        A.check_inputs([*src_ds.values(), tgt], cfg)
         record = {"sources": sources, "source_style": style, "labels_stage": labels_stage,
                   "from_stage": lab_man["from_stage"],
                   "inputs": {"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in src_ds},

@@ -24,6 +24,7 @@ from PIL import Image
 from pipeline import classes as C
 from pipeline.config import TranslateConfig, from_dict
 from pipeline.data import datasets, formats, pngio
+from pipeline.data.check import check_files
 from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.data.fda import FDATranslator
 from pipeline.data.transforms import denormalize
@@ -124,6 +125,7 @@ def _preview(path: Path, src: torch.Tensor, fake: torch.Tensor, tgt: torch.Tenso
 
 def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg: TranslateConfig,
               seg_checkpoint: Path | None = None, force: bool = False, resume: bool = False,
+              seg_option: str = "--seg-checkpoint",
               reporter: Reporter | None = None, command: str = "phfa translate",
               device: torch.device | None = None) -> dict:
     reporter = reporter or Reporter()
@@ -143,9 +145,13 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
                         f"(source {cfg.source_size[0]}x{cfg.source_size[1]}, target {cfg.target_size[0]}x"
                         f"{cfg.target_size[1]}); lower it with --set crop=WxH")
     if seg_checkpoint is not None:
-        load_segmentor(seg_checkpoint, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
+        load_segmentor(seg_checkpoint, seg_option, expect_classes=C.NUM_CLASSES)
         if cfg.method == "fda":
-            raise PhfaError("--seg-checkpoint has no use with --method fda (there is nothing to train)")
+            raise PhfaError(f"{seg_option} has no use with --method fda (there is nothing to train)")
+    check_files(src_items, f"--source '{source}'")
+    names = datasets.few_shot_names(tgt_spec, cfg.seed, few_shot_file(run, target))
+    by = {s.name: s for s in datasets.samples(tgt_spec, datasets.train_split(tgt_spec))}
+    check_files([by[n] for n in names if n in by], f"--target '{target}'")
     resuming = sd.begin(force=force, resume=resume, command=command)
     if resuming:
         old = sd.manifest().get("config")
@@ -160,6 +166,9 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
         raise T.Interrupted(sd.path / "last.pt", 0, "write") from None
     except T.Interrupted as e:
         sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it})
+        raise
+    except BaseException:
+        sd.restore()  # --force: the replaced stage comes back
         raise
 
 
