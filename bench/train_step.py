@@ -81,7 +81,7 @@ def main():
     pb = train.Phase("b", "s", iters, adversarial=True, align=("object", "category", "background"))
     cfg_a = dataclasses.replace(base, precision="fp32")
     ms_a, mem_a = measure(cfg_a, pa, bf16=False)
-    ms_b, mem_b = measure(base, pb, bf16=train.use_bf16(base, dev))
+    ms_b, mem_b = measure(base, pb, bf16=train.use_bf16(base.precision, dev))
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (smoke)"
     print(f"device: {name}  torch {torch.__version__}  {base.backbone} "
           f"src {base.source_size[0]}x{base.source_size[1]} tgt {base.target_size[0]}x{base.target_size[1]} batch 1")

@@ -1,8 +1,9 @@
 """CycleGAN step speed, bf16 vs fp32, and write throughput (CUDA), side by side in one process.
 
-    .venv/bin/python bench/translate_step.py [--steps 20] [--crop 1024x512]
+    .venv/bin/python bench/translate_step.py [--steps 20] [--crop WxH]
 
-Paper-preset CycleGAN (ResNet-9 generators, ngf 64, PatchGAN 64) on random crops; prints
+Paper-preset CycleGAN (ResNet-9 generators, ngf 64, PatchGAN 64) on random crops (default: the
+TranslateConfig crop, 512x256; the paper gives none); prints
 ms/step for fp32 and bf16 autocast, their ratio, and images/s when translating
 1280x720 images (the write phase). Without CUDA it says so and exits 0.
 """
@@ -18,7 +19,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--crop", default="1024x512")
+    ap.add_argument("--crop", default=None, help="WxH (default: TranslateConfig().crop)")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the code path only")
     a = ap.parse_args()
     if not torch.cuda.is_available() and not a.smoke:
@@ -28,9 +29,9 @@ def main():
     from pipeline.models.cyclegan import CycleGAN
     dev = torch.device("cpu" if a.smoke else "cuda")
     torch.backends.cudnn.benchmark = True
-    w, h = map(int, a.crop.split("x"))
-    full = (1280, 720)
     cfg = TranslateConfig()
+    w, h = map(int, a.crop.split("x")) if a.crop else cfg.crop
+    full = (1280, 720)
     if a.smoke:
         w, h, full, a.steps, a.warmup = 64, 32, (64, 32), 1, 1
         cfg = TranslateConfig(ngf=8, ndf=8, n_blocks=1)

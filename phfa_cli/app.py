@@ -443,13 +443,6 @@ def _print_metrics(m: dict, title: str) -> None:
                   "label map and were ignored")
 
 
-from phfa_cli import prepare_cmd  # noqa: E402
-prepare_cmd.register(app)
-
-from phfa_cli import report_cmd  # noqa: E402
-report_cmd.register(app)
-
-
 from phfa_cli import predict_cmd, prepare_cmd, report_cmd  # noqa: E402  (commands in their own modules)
 
 predict_cmd.register(app)

@@ -67,7 +67,7 @@ TRAIN_ID_TO_LABEL_ID = np.array([l.id for l in TRAIN_LABELS], dtype=np.uint8)
 PALETTE = np.array([l.color for l in TRAIN_LABELS], dtype=np.uint8)  # trainId -> RGB
 
 CITYSCAPES_ID_TO_TRAIN_ID = {l.id: l.train_id for l in LABELS}
-# GTA5 labels use Cityscapes label ids (DESIGN section 4).
+# GTA5 label PNGs are palette images whose indices are Cityscapes label ids.
 GTA5_ID_TO_TRAIN_ID = {l.id: l.train_id for l in TRAIN_LABELS}
 # SYNTHIA-RAND-CITYSCAPES class ids (R channel of the 16-bit label) -> trainId.
 SYNTHIA_ID_TO_TRAIN_ID = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9,

@@ -17,9 +17,11 @@ ALIGN_LEVELS = ("object", "category", "background")
 
 @dataclass
 class TrainConfig:
-    # --- model (DESIGN section 3)
+    # --- model (docs/method.md, "Segmentor")
     backbone: str = "resnet101"              # resnet101 (paper) | resnet50 | resnet18
-    pretrained: str = "imagenet"             # imagenet | none | PATH to a local state dict
+    pretrained: str = "imagenet"             # imagenet | none | PATH: a state dict; the reference
+                                             # DeepLab_resnet_pretrained_init-f81d91e8.pth (keys Scale.*)
+                                             # builds the Caffe variant (strides, 0-255 BGR input)
     freeze_bn: bool = True                   # paper: frozen BN at batch 1; toy: trainable BN
     # --- data
     source_size: tuple[int, int] = (1280, 720)   # (W, H) source images are resized to (paper IV-A)
@@ -28,29 +30,37 @@ class TrainConfig:
     hflip: bool = False                      # random horizontal flips (paired image/label)
     workers: int = 4                         # DataLoader workers (0 = in-process)
     cache: bool = False                      # keep decoded, resized images in memory (small data)
-    # --- optimisation (Table I)
-    iters: int = 120_000                     # iterations per phase (AdaptSegNet stops at 120k)
+    # --- optimisation (Table I). D, both optimisers, the poly schedule and the feature memories
+    # restart at every progressive phase (paper III-B): each phase decays from lr over its own horizon.
+    iters: int = 120_000                     # iterations per phase: where training stops (scripts: 150k-200k)
     lr: float = 1e-4                         # SGD initial lr; classifier uses 10x
     momentum: float = 0.9                    # SGD momentum
     weight_decay: float = 5e-4               # SGD weight decay
-    poly_power: float = 0.9                  # lr = lr0 * (1 - it/horizon)^power; D, optimisers and schedule restart each phase
-    poly_iters: int = 0                      # poly decay horizon; 0 = iters (the reference decays over 250k, stops earlier)
+    poly_power: float = 0.9                  # lr = lr0 * (1 - it/horizon)^power, for segmentor and D
+    poly_iters: int = 250_000                # poly horizon; the reference decays over 250k and stops at
+                                             # iters (lr there: lr0 * 0.52^0.9); 0 = iters; else >= iters
     lr_d: float = 1e-4                       # discriminator Adam lr (reference value; Table I blank)
     betas_d: tuple[float, float] = (0.9, 0.99)  # discriminator Adam betas (Table I)
     # --- loss weights (Table I, Eq. 10/11)
     lambda_seg: float = 1.0                  # source (and pseudo-label) cross-entropy
     lambda_adv: float = 0.01                 # output-space adversarial loss on target
     lambda_d: float = 1.0                    # discriminator loss
-    lambda_class: float = 0.003              # category level: class-balanced max-squares (Eq. 2-3)
-    lambda_obj: float = 0.01                 # object level (Eq. 1)
-    lambda_back: float = 0.01                # background (Eq. 4-6); paper silent: = lambda_obj as in SIM
+    lambda_class: float = 0.003              # category level (Eq. 2-3), Eq. 3 as written: /2, no 1/C. The
+                                             # reference IW-MaxSquare has 1/C and no /2: at equal lambda
+                                             # ours is C/2 = 9.5x larger; a reference lambda -> lambda * 2/19
+    lambda_obj: float = 0.01                 # object level (Eq. 1): sum over images and classes of per-class means
+    lambda_back: float = 0.01                # background (Eq. 4-6): sum over images, stuff classes; = lambda_obj (SIM)
     alpha: float = 0.2                       # max-squares class-balance exponent (Eq. 3)
-    memory_size: int = 50                    # w: stored source samples per class
+    memory_size: int = 50                    # w (Table I) = zeta (Eq. 5): stored source samples per stuff class
+    memory_size_object: int = 0              # stored samples per thing class (Eq. 1); 0 = 10 * memory_size (SIM: 500)
+    object_top_k: int = 10                   # Eq. 1: only the k largest components per class and image (SIM); 0 = all
+    memory_full_gate: bool = True            # Eq. 1/6: a class joins once its memory is full (SIM); off: one sample
+    memory_classifier_check: bool = True     # store a source feature only if the classifier predicts its class (SIM)
     # --- components (switched by config, one training loop)
     adversarial: bool = True                 # output-space adversarial alignment (AA)
     align: tuple[str, ...] = ALIGN_LEVELS    # hierarchy levels: object, category, background
     hierarchy_all_phases: bool = False       # default: hierarchy only in the primary (last) phase
-    # --- runtime (DESIGN section 7)
+    # --- runtime
     seed: int = 0                            # same seed, same numbers (CPU)
     precision: str = "auto"                  # auto = bf16 autocast + channels_last on CUDA; fp32
     log_every: int = 50                      # iterations between log lines / metric records
@@ -69,7 +79,7 @@ PRESETS: dict[str, dict] = {
     # batch 4 and a larger lr; ~1/8 of the paper's resolutions.
     "toy": dict(backbone="resnet18", pretrained="none", freeze_bn=False,
                 source_size=(160, 88), target_size=(128, 64), batch_size=4, hflip=True,
-                workers=0, cache=True, iters=500, lr=0.005, lr_d=1e-4,
+                workers=0, cache=True, iters=500, poly_iters=0, lr=0.005, lr_d=1e-4,
                 log_every=25, ckpt_every=100),
 }
 
@@ -144,6 +154,12 @@ def validate(cfg) -> None:
                         "discriminator (at least 32 pixels a side); raise source_size/target_size")
     if cfg.iters < 1 or cfg.batch_size < 1:
         raise PhfaError("iters and batch_size must be at least 1")
+    if cfg.poly_iters != 0 and cfg.poly_iters < cfg.iters:
+        raise PhfaError(f"poly_iters {cfg.poly_iters} is shorter than iters {cfg.iters}: the learning rate would "
+                        f"reach 0 before the end; set poly_iters=0 (decay over iters) or at least {cfg.iters}")
+    if cfg.memory_size < 1 or cfg.memory_size_object < 0 or cfg.object_top_k < 0:
+        raise PhfaError("memory_size must be at least 1, memory_size_object and object_top_k at least 0 "
+                        "(0 = the default rule)")
 
 
 def from_dict(d: dict, cls=None):
@@ -168,7 +184,11 @@ class TranslateConfig:
     lambda_cycle: float = 10.0               # cycle-consistency weight
     lambda_identity: float = 0.5             # identity weight, relative to lambda_cycle
     pool_size: int = 50                      # history of generated images for D
-    lambda_ppl: float = 0.1                  # Eq. 7 x vs G(x) (paper silent; our choice)
+    lambda_ppl: float = 0.1                  # Eq. 7 x vs G(x) (paper silent; our choice). L1 of logits that
+                                             # are instance-normalised per image and class channel (BDL's
+                                             # normalisation): channels of classes absent from a crop are
+                                             # scaled up to unit variance and weigh like present ones; the
+                                             # alternative, raw logits (SegPerceptualLoss normalize="none")
     lambda_ppl_recon: float = 0.1            # Eq. 7 x vs F(G(x)) (paper silent; our choice)
     # --- data
     crop: tuple[int, int] = (512, 256)       # (W, H) random training crops

@@ -276,8 +276,13 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         if D is not None:
             opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
             schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, poly_schedule(horizon, cfg.poly_power)))
-        memory = al.FeatureMemory(C.NUM_CLASSES, cfg.memory_size, model.feature_dim).to(device) \
-            if ("object" in ph.align or "background" in ph.align) else None
+        # One memory per level (things: Eq. 1, stuff: Eq. 5), each with its own size; None without either.
+        memory = al.HierarchyMemory(
+            C.NUM_CLASSES, model.feature_dim,
+            object_size=(cfg.memory_size_object or al.OBJECT_MEMORY_FACTOR * cfg.memory_size)
+            if "object" in ph.align else 0,
+            background_size=cfg.memory_size if "background" in ph.align else 0,
+        ).to(device) if ("object" in ph.align or "background" in ph.align) else None
         if resume is not None and resume.get("phase_done"):
             resume = None  # the previous phase ended; this one starts fresh from the saved weights
         if resume is not None and pi == state.phase:
@@ -356,15 +361,20 @@ def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it
     total = cfg.lambda_seg * loss_seg
     out["seg"] = loss_seg.detach()
 
-    # --- source side of the hierarchy: fill the feature memory (Eq. 1, 4, 5); detached
+    # --- source side of the hierarchy: fill the feature memories (Eq. 1, 4, 5); detached.
+    # `memory` is a HierarchyMemory (one ring per level) or a single FeatureMemory for both.
+    obj_mem, back_mem = al.level_memories(memory)
     if memory is not None:
+        # SIM's check: store a pooled feature only if the classifier predicts its class
+        classifier = getattr(model, "module", model).classifier if cfg.memory_classifier_check else None
         with torch.no_grad():
             ys_f = al.downsample_labels(ys, fs.shape[-2:])
             correct = al.correct_map(ls.argmax(1), ys_f)
             if "object" in ph.align:
-                al.update_memory_objects(fs.float(), correct, memory)
+                al.update_memory_objects(fs.float(), correct, obj_mem, top_k=cfg.object_top_k,
+                                         classifier=classifier)
             if "background" in ph.align:
-                al.update_memory_background(fs.float(), correct, memory)
+                al.update_memory_background(fs.float(), correct, back_mem, classifier=classifier)
     # backward the source part now: frees its activations before the target forward
     total.backward()
     total_val = total.detach()
@@ -399,12 +409,14 @@ def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it
                     tmap = al.downsample_labels(yt, ft.shape[-2:])
                 else:
                     tmap = lt.detach().argmax(1)
+                # Eq. 1: sum over images and classes of per-class means; Eq. 6: sum over images and classes
                 if "object" in ph.align:
-                    loss_obj = al.object_loss(ft.float(), tmap, memory)
+                    loss_obj = al.object_loss(ft.float(), tmap, obj_mem, top_k=cfg.object_top_k,
+                                              require_full=cfg.memory_full_gate)
                     tl = tl + cfg.lambda_obj * loss_obj
                     out["obj"] = loss_obj.detach()
                 if "background" in ph.align:
-                    loss_back = al.background_loss(ft.float(), tmap, memory)
+                    loss_back = al.background_loss(ft.float(), tmap, back_mem, require_full=cfg.memory_full_gate)
                     tl = tl + cfg.lambda_back * loss_back
                     out["back"] = loss_back.detach()
         if torch.is_tensor(tl):

@@ -21,3 +21,55 @@ def test_pseudolabel_memory_bench_smoke():
                        text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ours MiB" in r.stdout and "0.0e+00" in r.stdout
+
+
+def test_gpu_report_smoke(tmp_path):
+    """Every section of the one-command GPU report runs (CPU, tiny sizes) and lands in the JSON."""
+    import json
+
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_report.py"), "--smoke", "--compile", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert not d["skipped"] and not d["errors"], (d["skipped"], d["errors"])
+    secs = d["sections"]
+    assert set(secs) >= {"train", "profile", "infer", "cyclegan", "loader", "batch2", "compile"}
+    assert [row["kind"] for row in secs["train"]["rows"]] == ["ref", "adapt", "retrain"]
+    assert all(row["ms"] > 0 and row["flops"] > 0 for row in secs["train"]["rows"] + secs["batch2"]["rows"])
+    assert secs["train"]["rows"][0]["ratio_to_ref"] == 1.0
+    assert len(secs["profile"]["top_ops"]) == 15 and "host_syncs_per_step" in secs["profile"]
+    assert [row["prepared"] for row in secs["loader"]["rows"]] == [False, True]
+    assert len(secs["cyclegan"]["rows"]) == 2 and secs["infer"]["summary"]
+    assert "ref AdaptSegNet" in r.stdout and "MFU" in r.stdout
+
+
+def test_gpu_report_without_gpu_measures_nothing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_report.py"), "--out", str(tmp_path / "x.json")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and "needs a CUDA GPU" in r.stdout
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_gpu_report_peak_table():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_report
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert gpu_report.peak_tflops("NVIDIA H100 80GB HBM3") == 989
+    assert gpu_report.peak_tflops("NVIDIA H200") == 989
+    assert gpu_report.peak_tflops("NVIDIA A100-SXM4-80GB") == 312
+    assert gpu_report.peak_tflops("NVIDIA L40S") == 362 and gpu_report.peak_tflops("NVIDIA L4") == 121
+    assert gpu_report.peak_tflops("Some Future GPU") is None
+
+
+def test_loader_speed_smoke():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "loader_speed.py"), "--smoke"], capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "prepared" in r.stdout and "pairs/s" in r.stdout

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -16,13 +17,17 @@ from pipeline.losses.adversarial import (
 )
 from pipeline.losses.alignment import (
     FeatureMemory,
+    HierarchyMemory,
     background_loss,
     class_features,
     correct_map,
     downsample_labels,
+    largest_per_group,
+    level_memories,
     nearest_l1,
     object_features,
     object_loss,
+    pooled_logits,
     update_memory_background,
     update_memory_objects,
 )
@@ -263,13 +268,13 @@ def test_nearest_l1_by_hand():
 def test_object_loss_by_hand_and_gradients():
     feats, lm = _toy_scene()
     feats.requires_grad_(True)
-    mem = FeatureMemory(num_classes=19, size=4, dim=2)
-    mem.push(CAR, torch.tensor([[0.0, 0.0], [1.0, 10.0]]))
+    mem = FeatureMemory(num_classes=19, size=2, dim=2)
+    mem.push(CAR, torch.tensor([[0.0, 0.0], [1.0, 10.0]]))  # car's memory is full
     bank_before = mem.bank.clone()
     loss = object_loss(feats, lm, mem)
     # car (0.5, 10): to (0,0) 10.5, to (1,10) 0.5 -> 0.5/2 = 0.25
     # car (6, 10):   to (0,0) 16,   to (1,10) 5   -> 5/2 = 2.5
-    # person: memory empty -> not counted. Mean over the two car components: 1.375.
+    # person: memory empty -> not counted. Car's mean over its two components: 1.375.
     assert loss.item() == pytest.approx(1.375)
     loss.backward()
     assert feats.grad is not None and feats.grad.abs().sum() > 0
@@ -282,7 +287,7 @@ def test_object_loss_by_hand_and_gradients():
 def test_background_loss_by_hand():
     feats, lm = _toy_scene()
     feats.requires_grad_(True)
-    mem = FeatureMemory(num_classes=19, size=4, dim=2)
+    mem = FeatureMemory(num_classes=19, size=2, dim=2)
     mem.push(ROAD, torch.tensor([[4.0, 10.0], [0.0, 0.0]]))
     # road mean (4.2, 10): to (4, 10) 0.2 -> 0.2 / 2 = 0.1; sky absent; other stuff classes empty.
     loss = background_loss(feats, lm, mem)
@@ -318,3 +323,180 @@ def test_update_memory_from_source():
     assert update_memory_background(feats, correct, back) == 1
     assert back.samples(ROAD).tolist() == [[pytest.approx(4.2), 10.0]]  # pixel 6 was road-predicted but is car
     assert not obj.bank.requires_grad and not back.bank.requires_grad
+
+
+# ----------------------------------------------------------------------------- Eq. 1 / 6 reductions, SIM's options
+
+
+def _full_memory(cls_samples: dict[int, list[list[float]]]) -> FeatureMemory:
+    """A memory whose listed classes are exactly full (size = the longest list)."""
+    size = max(len(v) for v in cls_samples.values())
+    mem = FeatureMemory(num_classes=19, size=size, dim=2)
+    for c, rows in cls_samples.items():
+        assert len(rows) == size
+        mem.push(c, torch.tensor(rows))
+    return mem
+
+
+def _fragments_scene():
+    """One 4x6 image, D = 2, feature = (column index, 0): three one-pixel person fragments in
+    columns 0, 2, 4 of row 0 and one car filling column 5 (rows 0-3)."""
+    feats = torch.stack([torch.arange(6.0).repeat(4, 1), torch.zeros(4, 6)])[None]
+    lm = torch.full((1, 4, 6), ROAD)
+    lm[0, 0, 0] = lm[0, 0, 2] = lm[0, 0, 4] = PERSON
+    lm[0, :, 5] = CAR
+    return feats, lm
+
+
+def test_object_loss_is_per_class_mean_summed_over_classes():
+    """Eq. 1: (1/|T_k|) sum over each class's components, then summed over classes. Three person
+    fragments next to one car: the car counts as much as all persons together."""
+    feats, lm = _fragments_scene()
+    mem = _full_memory({PERSON: [[0.0, 0.0]], CAR: [[1.0, 0.0]]})
+    # persons (0,0), (2,0), (4,0) to (0,0): L1 0, 2, 4 -> /D = 0, 1, 2; mean 1.
+    # car (5, 0) to (1, 0): 4 / 2 = 2.
+    loss = object_loss(feats, lm, mem)
+    assert loss.item() == pytest.approx(1.0 + 2.0)
+    # The former pooled mean over all four components would be (0 + 1 + 2 + 2) / 4 = 1.25.
+    assert loss.item() != pytest.approx(1.25)
+
+
+def test_object_loss_sums_images_and_gradient_weights():
+    feats, lm = _fragments_scene()
+    feats2 = torch.cat([feats, feats]).requires_grad_(True)
+    lm2 = torch.cat([lm, torch.full_like(lm, ROAD)])  # second image: no object at all
+    lm2[1, 3, 0] = CAR                                 # ... but one car pixel, feature (0, 0)
+    mem = _full_memory({PERSON: [[0.0, 0.0]], CAR: [[1.0, 0.0]]})
+    loss = object_loss(feats2, lm2, mem)
+    # image 0: 1 + 2 (above); image 1: car (0, 0) to (1, 0): 1 / 2 = 0.5. Sum over images: 3.5.
+    assert loss.item() == pytest.approx(3.5)
+    loss.backward()
+    # A person fragment's pixel carries 1/3 (mean over 3 fragments) * sign / D; the car pixel of
+    # image 0 carries 1/4 (its 4 pixels) * sign(5 - 1) / D.
+    assert feats2.grad[0, 0, 0, 2].item() == pytest.approx(1 / 3 / 2)
+    assert feats2.grad[0, 0, 0, 5].item() == pytest.approx(1 / 4 / 2)
+    assert feats2.grad[1, 0, 3, 0].item() == pytest.approx(-1 / 2)
+
+
+def test_background_loss_sums_images_and_classes():
+    """Eq. 6: a sum over images and the stuff classes present (no mean over pairs)."""
+    feats, lm = _toy_scene()
+    feats2 = torch.cat([feats, feats * 2])
+    lm2 = torch.cat([lm, torch.full_like(lm, SKY)])
+    lm2[1, 0, 0] = ROAD
+    mem = _full_memory({ROAD: [[4.0, 10.0]], SKY: [[8.0, 20.0]]})
+    # image 0: road (4.2, 10) -> 0.2 / 2 = 0.1
+    # image 1: road = pixel 0 of feats * 2 = (0, 20) -> (4 + 10) / 2 = 7;
+    #          sky = pixels 1..8 of feats * 2: mean (9, 20) -> 1 / 2 = 0.5
+    loss = background_loss(feats2, lm2, mem)
+    assert loss.item() == pytest.approx(0.1 + 7.0 + 0.5, abs=1e-5)
+    assert loss.item() != pytest.approx((0.1 + 7.0 + 0.5) / 3, abs=1e-3)  # not the mean over pairs
+
+
+def test_largest_per_group_by_hand():
+    image = np.array([0, 0, 0, 0, 1, 1])
+    cls = np.array([CAR, CAR, CAR, PERSON, CAR, CAR])
+    pixels = np.array([1, 5, 5, 2, 3, 9])
+    # image 0 car: sizes 1, 5, 5 -> k = 2 keeps both 5s (ties: first found first); person kept;
+    # image 1 car: keeps the 9 (and the 3).
+    assert largest_per_group(image, cls, pixels, 2).tolist() == [False, True, True, True, True, True]
+    assert largest_per_group(image, cls, pixels, 1).tolist() == [False, True, False, True, False, True]
+    assert largest_per_group(image, cls, pixels, 0).all()
+
+
+def test_top_k_components_on_target_and_source():
+    """Only the k largest components per class and image count (SIM: 10): a speckle is dropped."""
+    feats = torch.stack([torch.arange(6.0).repeat(4, 1), torch.zeros(4, 6)])[None]
+    lm = torch.full((1, 4, 6), ROAD)
+    lm[0, :, 0:2] = CAR   # 8 pixels, mean feature (0.5, 0)
+    lm[0, 0:2, 3] = CAR   # 2 pixels, (3, 0)
+    lm[0, 3, 5] = CAR     # 1 pixel,  (5, 0): the speckle
+    mem = _full_memory({CAR: [[0.0, 0.0]]})
+    # distances / D: 0.25, 1.5, 2.5
+    assert object_loss(feats, lm, mem, top_k=0).item() == pytest.approx((0.25 + 1.5 + 2.5) / 3)
+    assert object_loss(feats, lm, mem, top_k=2).item() == pytest.approx((0.25 + 1.5) / 2)
+    assert object_loss(feats, lm, mem, top_k=1).item() == pytest.approx(0.25)
+    assert object_loss(feats, lm, mem).item() == object_loss(feats, lm, mem, top_k=10).item()
+    src = FeatureMemory(num_classes=19, size=5, dim=2)
+    assert update_memory_objects(feats, lm, src, top_k=2) == 2
+    assert sorted(src.samples(CAR)[:, 0].tolist()) == [0.5, 3.0]
+    assert [c for c, _ in object_features(feats, lm, top_k=1)] == [CAR]
+
+
+def test_full_memory_gate():
+    """A class takes part once its memory is full (SIM), not after one sample, unless asked."""
+    feats, lm = _toy_scene()
+    feats.requires_grad_(True)
+    mem = FeatureMemory(num_classes=19, size=3, dim=2)
+    mem.push(CAR, torch.tensor([[1.0, 10.0], [0.0, 0.0]]))  # 2 of 3
+    mem.push(PERSON, torch.tensor([[0.0, 0.0]] * 3))        # full
+    # person (8, 10) to (0, 0): 18 / 2 = 9.
+    gated = object_loss(feats, lm, mem)
+    assert gated.item() == pytest.approx(9.0)
+    # without the gate car joins: (0.25 + 2.5) / 2 = 1.375
+    assert object_loss(feats, lm, mem, require_full=False).item() == pytest.approx(9.0 + 1.375)
+    mem.push(CAR, torch.tensor([[100.0, 100.0]]))           # now full: car joins
+    assert object_loss(feats, lm, mem).item() == pytest.approx(9.0 + 1.375)
+    back = FeatureMemory(num_classes=19, size=2, dim=2)
+    back.push(ROAD, torch.tensor([[4.0, 10.0]]))
+    empty = background_loss(feats, lm, back)
+    assert empty.item() == 0.0 and empty.requires_grad     # zero, still connected to the graph
+    assert background_loss(feats, lm, back, require_full=False).item() == pytest.approx(0.1)
+
+
+class _LinearClassifier(nn.Module):
+    """logit[CAR] = 5 - f0, logit[PERSON] = f0 - 5, logit[ROAD] = 0, every other class -100."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 19, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(-100.0)
+            self.conv.weight[CAR, 0] = -1.0
+            self.conv.bias[CAR] = 5.0
+            self.conv.weight[PERSON, 0] = 1.0
+            self.conv.bias[PERSON] = -5.0
+            self.conv.bias[ROAD] = 0.0
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_classifier_check_on_both_levels():
+    """A pooled source feature is stored only if the classifier predicts its class (SIM's check)."""
+    feats, lm = _toy_scene()
+    clf = _LinearClassifier()
+    # car (0.5, 10): CAR 4.5 > PERSON -4.5 -> kept; car (6, 10): PERSON 1 > CAR -1 -> dropped;
+    # person (8, 10): PERSON 3 -> kept.
+    assert pooled_logits(clf, torch.tensor([[6.0, 10.0]])).argmax(1).item() == PERSON
+    obj = FeatureMemory(num_classes=19, size=4, dim=2)
+    assert update_memory_objects(feats, lm, obj, classifier=clf) == 2
+    assert obj.samples(CAR).tolist() == [[0.5, 10.0]]
+    assert obj.samples(PERSON).tolist() == [[8.0, 10.0]]
+    # road (4.2, 10): CAR 0.8 > ROAD 0 -> not stored; without the check it is.
+    back = FeatureMemory(num_classes=19, size=4, dim=2)
+    assert update_memory_background(feats, lm, back, classifier=clf) == 0 and not back.has(ROAD)
+    assert update_memory_background(feats, lm, back) == 1 and back.has(ROAD)
+    unchecked = FeatureMemory(num_classes=19, size=4, dim=2)
+    assert update_memory_objects(feats, lm, unchecked) == 3
+
+
+def test_hierarchy_memory_levels_state_dict_and_counts():
+    mem = HierarchyMemory(num_classes=19, dim=2, object_size=5, background_size=2)
+    obj, back = level_memories(mem)
+    assert (obj.size, back.size) == (5, 2)
+    obj.push(CAR, torch.ones(3, 2))
+    back.push(ROAD, torch.ones(4, 2))
+    counts = mem.counts()
+    assert len(counts) == 19 and counts[CAR] == 3 and counts[ROAD] == 2 and sum(counts) == 5
+    keys = {f"{lvl}.{b}" for lvl in ("objects", "background") for b in ("bank", "count", "ptr")}
+    assert set(mem.state_dict()) == keys
+    restored = HierarchyMemory(num_classes=19, dim=2, object_size=5, background_size=2)
+    restored.load_state_dict(mem.state_dict())
+    assert restored.counts() == counts and torch.equal(restored.objects.bank, obj.bank)
+    only_obj = HierarchyMemory(num_classes=19, dim=2, object_size=5, background_size=0)
+    assert only_obj.background is None
+    assert set(only_obj.state_dict()) == {"objects.bank", "objects.count", "objects.ptr"}
+    single = FeatureMemory(num_classes=19, size=3, dim=2)
+    assert level_memories(single) == (single, single) and level_memories(None) == (None, None)

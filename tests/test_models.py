@@ -212,3 +212,190 @@ def test_discriminator_shape_and_layers():
     assert len(acts) == 4 and all(a.negative_slope == 0.2 for a in acts)
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) for m in d.modules())
     assert isinstance(list(d.net)[-1], nn.Conv2d)  # raw logits out
+
+
+# ----------------------------------------------------------------------------- the reference Caffe-layout init
+
+CAFFE_MEAN_BGR = torch.tensor([104.00698793, 116.66876762, 122.67891434])
+
+
+def _caffe_state(model: DeepLabV2) -> dict:
+    """Our weights renamed to the layout of DeepLab_resnet_pretrained_init-f81d91e8.pth:
+    ``Scale.`` + torchvision trunk names, the ASPP classifier as ``Scale.layer5.conv2d_list.i``,
+    no num_batches_tracked counters (the file predates them)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("num_batches_tracked") or k == "variant_id":
+            continue
+        if k.startswith("backbone."):
+            out["Scale." + k[len("backbone."):]] = v.clone()
+        elif k.startswith("classifier.branches."):
+            out["Scale.layer5.conv2d_list." + k[len("classifier.branches."):]] = v.clone()
+    return out
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+def _bn(x, sd, p):
+    return nn.functional.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
+                                    sd[p + ".bias"], training=False, eps=1e-5)
+
+
+def _caffe_reference_forward(sd: dict, x_bgr: torch.Tensor) -> torch.Tensor:
+    """DeepLab-v2 as the reference ports write it, straight from the Caffe-layout tensors: input
+    0-255 BGR minus the mean; max-pool ceil_mode; the stride of layer2 on its first 1x1 conv;
+    layer3/4 dilated 2/4 (first block included); the four ASPP branches summed."""
+    F_ = nn.functional
+    x = F_.relu(_bn(F_.conv2d(x_bgr, sd["Scale.conv1.weight"], stride=2, padding=3), sd, "Scale.bn1"))
+    x = F_.max_pool2d(x, 3, 2, 1, ceil_mode=True)
+    for layer, stride, dil in ((1, 1, 1), (2, 2, 1), (3, 1, 2), (4, 1, 4)):
+        n = len({k.split(".")[2] for k in sd if k.startswith(f"Scale.layer{layer}.")})
+        for b in range(n):
+            p = f"Scale.layer{layer}.{b}"
+            s = stride if b == 0 else 1
+            out = F_.relu(_bn(F_.conv2d(x, sd[p + ".conv1.weight"], stride=s), sd, p + ".bn1"))
+            out = F_.relu(_bn(F_.conv2d(out, sd[p + ".conv2.weight"], padding=dil, dilation=dil), sd, p + ".bn2"))
+            out = _bn(F_.conv2d(out, sd[p + ".conv3.weight"]), sd, p + ".bn3")
+            res = x
+            if p + ".downsample.0.weight" in sd:
+                res = _bn(F_.conv2d(x, sd[p + ".downsample.0.weight"], stride=s), sd, p + ".downsample.1")
+            x = F_.relu(out + res)
+    return sum(F_.conv2d(x, sd[f"Scale.layer5.conv2d_list.{i}.weight"], sd[f"Scale.layer5.conv2d_list.{i}.bias"],
+                         padding=r, dilation=r) for i, r in enumerate((6, 12, 18, 24)))
+
+
+@pytest.fixture(scope="module")
+def caffe_r50(tmp_path_factory):
+    torch.manual_seed(3)
+    src = build_deeplab("resnet50", num_classes=19)
+    _randomise_bn(src)
+    with torch.no_grad():
+        for b in src.classifier.branches:
+            b.bias.normal_(0, 0.1)
+    state = _caffe_state(src)
+    path = tmp_path_factory.mktemp("caffe") / "DeepLab_resnet_pretrained_init-f81d91e8.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_caffe_init_is_recognised_and_reported(caffe_r50):
+    path, state = caffe_r50
+    model = build_deeplab("resnet50", num_classes=19, pretrained=str(path), freeze_bn=True)
+    assert model.variant == "caffe"
+    r = model.load_report
+    assert r["layout"] == "caffe" and r["variant"] == "caffe"
+    assert r["matched_backbone"] == r["backbone_total"] and r["matched"] == len(state)
+    assert r["missing"] == [] and r["unexpected"] == [] and r["mismatched"] == []
+    assert torch.equal(model.classifier.branches[2].weight, state["Scale.layer5.conv2d_list.2.weight"])
+    assert torch.equal(model.backbone.layer3[4].bn2.running_var, state["Scale.layer3.4.bn2.running_var"])
+    # the Caffe stride placement: layer2's first bottleneck strides on its 1x1 conv1
+    blk = model.backbone.layer2[0]
+    assert blk.conv1.stride == (2, 2) and blk.conv2.stride == (1, 1) and model.backbone.maxpool.ceil_mode
+
+
+def test_caffe_init_other_class_count_reports_classifier(tmp_path, caffe_r50):
+    # The real file's layer5 predicts another class count: reported as mismatched, left at init.
+    _, state = caffe_r50
+    state = dict(state)
+    for i in range(4):
+        state[f"Scale.layer5.conv2d_list.{i}.weight"] = torch.zeros(21, 2048, 3, 3)
+        state[f"Scale.layer5.conv2d_list.{i}.bias"] = torch.zeros(21)
+    path = tmp_path / "coco21.pth"
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="8 of another shape"):
+        model = build_deeplab("resnet50", num_classes=19, pretrained=str(path))
+    r = model.load_report
+    assert model.variant == "caffe" and r["matched_backbone"] == r["backbone_total"]
+    assert len(r["mismatched"]) == 8 and all(k.startswith("classifier.branches.") for k in r["mismatched"])
+    assert sorted(r["missing"]) == sorted(r["mismatched"])
+
+
+def test_caffe_variant_logits_equal_reference_forward(caffe_r50):
+    """The caffe-variant model fed the usual ImageNet-normalised RGB tensor equals a functional
+    re-implementation of the reference network fed 0-255 BGR minus the Caffe mean."""
+    import numpy as np
+    from pipeline.data.transforms import to_tensor
+    path, state = caffe_r50
+    model = build_deeplab("resnet50", num_classes=19, pretrained=str(path), freeze_bn=True).eval()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)  # even conv1 output: ceil_mode adds a row
+    x = to_tensor(img)[None]
+    bgr = torch.from_numpy(img[..., ::-1].astype(np.float32).copy()).permute(2, 0, 1)[None]
+    x_caffe = bgr - CAFFE_MEAN_BGR.view(1, 3, 1, 1)
+    with torch.no_grad():
+        feats, logits = model(x)
+        ref = _caffe_reference_forward(state, x_caffe)
+        assert torch.allclose(model.caffe_input(x), x_caffe, atol=1e-3)
+    assert logits.shape == ref.shape == (1, 19, 6, 7)  # torchvision rounding would give 5 x 6
+    assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-3 * ref.abs().max().item())
+    # the torchvision variant with the same weights sees another input and strides
+    tv = build_deeplab("resnet50", num_classes=19, freeze_bn=True).eval()
+    tv.load_state_dict({k: v for k, v in model.state_dict().items() if k != "variant_id"})
+    assert tv.variant == "torchvision"
+    with torch.no_grad():
+        assert tv(x)[1].shape[-2:] == (5, 6)
+
+
+def test_caffe_dict_matching_too_little_is_refused(tmp_path, caffe_r50):
+    _, state = caffe_r50
+    few = {k: v for k, v in state.items() if k.startswith(("Scale.conv1", "Scale.bn1", "Scale.layer1."))}
+    path = tmp_path / "partial.pth"
+    torch.save(few, path)
+    with pytest.raises(PhfaError, match=r"partial\.pth matches only \d+ of \d+ resnet50 backbone tensors: "
+                                        r"it is not a Caffe-layout"):
+        build_deeplab("resnet50", pretrained=str(path))
+    # a resnet50-deep file for a resnet18: named by its depth
+    path = tmp_path / "r50.pth"
+    torch.save(state, path)
+    with pytest.raises(PhfaError, match=r"layer3 has 6 blocks.*pass --backbone resnet50"):
+        build_deeplab("resnet18", pretrained=str(path))
+
+
+def test_variant_travels_with_checkpoints(tmp_path):
+    """final.pt records the variant (arch) and the state dict carries it (variant_id), so
+    load_segmentor and a resume (build with 'none', then load_state_dict) rebuild the caffe model;
+    checkpoints from before variants load as torchvision."""
+    from pipeline.config import preset
+    from pipeline.models.segmentor import arch_of, load_segmentor, payload
+    from pipeline.runtime import checkpoint
+    torch.manual_seed(0)
+    model = build_deeplab("resnet18", 19, variant="caffe").eval()
+    cfg = preset("toy")
+    ck = payload(model, cfg, {})
+    assert ck["arch"]["variant"] == "caffe" and "variant" not in arch_of(cfg)
+    checkpoint.save(tmp_path / "final.pt", ck)
+    loaded = load_segmentor(tmp_path / "final.pt")[0].eval()
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        assert loaded.variant == "caffe" and torch.equal(loaded(x)[1], model(x)[1])
+    fresh = build_deeplab("resnet18", 19, "none")  # the runner's resume path
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.variant == "caffe" and fresh.backbone.maxpool.ceil_mode
+    old = {k: v for k, v in build_deeplab("resnet18", 19).state_dict().items() if k != "variant_id"}
+    checkpoint.save(tmp_path / "old.pt", {"kind": "segmentor", "arch": {"backbone": "resnet18", "num_classes": 19},
+                                          "model": old})
+    assert load_segmentor(tmp_path / "old.pt")[0].variant == "torchvision"
+    with pytest.raises(PhfaError, match="variant"):
+        build_deeplab("resnet18", 19, variant="onnx")
+
+
+def test_aspp_pointwise_equals_classifier_on_1x1_maps(r18):
+    """The classifier check applies the ASPP classifier to pooled features: on a 1x1 map only
+    the centre taps see the input, so `pointwise` (a linear layer) is exact."""
+    with torch.no_grad():
+        for b in r18.classifier.branches:
+            b.bias.normal_(0, 0.1)
+        x = torch.randn(5, 512)
+        full = r18.classifier(x[:, :, None, None])[:, :, 0, 0]
+        assert torch.allclose(r18.classifier.pointwise(x), full, atol=1e-5)
+        for b in r18.classifier.branches:
+            b.bias.zero_()

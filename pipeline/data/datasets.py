@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from pipeline import classes as C
-from pipeline.data import formats, pngio
+from pipeline.data import formats, pngio, prepare
 from pipeline.data.dataconfig import DomainSpec
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import PhfaError
@@ -69,6 +69,9 @@ class SegDataset(Dataset):
                 raise PhfaError(f"{len(missing)} listed image(s) of domain '{spec.name}' are not on disk, e.g. {missing[0]}")
             items = [by[n] for n in names]
         self.items = items
+        # pre-resized copies written by `phfa data prepare` (pipeline/data/prepare.py), used when fresh
+        self._prepared = prepare.open_index(spec, split, size, items)
+        self.prepared = self._prepared is not None and self._prepared.covers_all()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -77,7 +80,9 @@ class SegDataset(Dataset):
     def _load(self, i: int):
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        pair = load_pair(self.spec, self.items[i], self.size, with_label=self.labels)
+        pair = self._prepared.get(self.items[i], self.labels) if self._prepared is not None else None
+        if pair is None:
+            pair = load_pair(self.spec, self.items[i], self.size, with_label=self.labels)
         if self._cache is not None:
             self._cache[i] = pair
         return pair

@@ -1,7 +1,8 @@
 """Output-space adversarial losses of Eq. (10): L_adv (segmentor) and L_D (discriminator).
 
 Binary cross-entropy with logits against a constant label map; source = 0, target = 1
-(DESIGN section 3). Per iteration, in the AdaptSegNet order the paper follows:
+(AdaptSegNet's convention; docs/method.md, "Eq. 10"). Per iteration, in the AdaptSegNet order
+the paper follows:
 
 1. source segmentation loss;
 2. ``generator_adv_loss``: D's parameters take no gradient, the target prediction is

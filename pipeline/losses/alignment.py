@@ -1,31 +1,51 @@
-"""Object-level (Eq. 1) and background (Eq. 4-6) feature alignment, with the source feature memory.
+"""Object-level (Eq. 1) and background (Eq. 4-6) feature alignment, with the source feature memories.
 
 Source side (features detached, never in the graph):
 - Eq. (4) ``correct_map``: ground truth where the prediction agrees with it, else ignore.
 - Eq. (1), source: connected components of each thing class in the correct map; each
-  component's masked-average feature is pushed into a per-class ring memory
+  component's masked-average feature is pushed into the thing memory
   (``update_memory_objects``).
 - Eq. (5): per image and stuff class present in the correct map, the class-averaged feature is
-  pushed into a second memory of the same kind (``update_memory_background``). The ring order
-  is Eq. (5)'s j = i mod zeta with zeta = w stored samples per class.
+  pushed into the stuff memory (``update_memory_background``). The ring order is Eq. (5)'s
+  j = i mod zeta with zeta stored samples per class.
 
 Target side (gradients flow into the target features):
 - Eq. (1) ``object_loss``: components of the predicted (or pseudo-labelled) target map; each
   component's averaged feature is compared with the nearest stored sample of its class by L1.
 - Eq. (6) ``background_loss``: the same with the target's class-averaged stuff features.
 
-Choices where the paper is silent (DESIGN section 3):
+Reductions, as the equations write them (docs/method.md, "Eq. 1" and "Eq. 6"):
+- Eq. (1): sum over images i and thing classes k of the *mean over that class's components*
+  in image i, (1/|T_k|) sum_{r in T_k} min_j ||f_r - x_{j,k}||_1 / D. A class with nine
+  fragments weighs as much as a class with one object.
+- Eq. (6): sum over images i and stuff classes b present of min_j ||f_{i,b} - x_{j,b}||_1 / D.
+  That is Eq. (1)'s reduction with exactly one region per (image, class), so lambda_obj and
+  lambda_back weigh terms of the same kind (SIM uses one lambda, 0.01, for both).
+- Images of a batch are summed (the Sigma_i). At the paper's batch 1 this equals a mean; at
+  batch B both terms are B times larger relative to the batch-mean cross-entropy.
+
+Where the paper is silent, SIM (the code Eq. 1 comes from) decides; each is an option whose
+default is SIM's value:
+- ``top_k`` (10): only the k largest components per class and image take part, on the source
+  (stored) and the target (compared) side, so one-pixel speckles at output stride 8 do not count.
+  0 = every component.
+- ``require_full`` (True): a class takes part in Eq. (1)/(6) once its memory is full (SIM waits
+  until its ring pointer has passed w, i.e. one push later; the difference is one sample).
+  False = as soon as one sample is stored.
+- ``classifier`` (given by the training step): a pooled source feature is stored only if the
+  segmentor's classifier, applied to it, predicts its class (SIM's check), on both levels.
+  None = store every region.
+- Memory sizes per level (``HierarchyMemory``): things 10 w = 500, stuff w = 50 (SIM's
+  ``num_ins`` and ``num_prototype``).
+
+Other choices where the paper is silent:
 - Label maps are taken at feature resolution (``downsample_labels``, nearest); a label map of
   another size is downsampled automatically.
 - Components: ``skimage.measure.label`` with connectivity 2 (8-neighbourhood), on the CPU.
-- The L1 distance is divided by the feature dimension D, so the loss scale does not depend on
-  the backbone (512 vs 2048 channels).
-- Reduction: Eq. (1) writes per-class means over components summed over classes and images,
-  Eq. (6) a plain sum over images and classes. Both losses here are the mean over all
-  compared components (resp. image-class pairs), so their scale does not grow with the batch
-  size or the number of classes present; lambda_obj absorbs the constant.
-- A class takes part once its memory holds at least one sample; with an empty memory (or no
-  component) the loss is a zero that is connected to the graph, so ``backward`` still works.
+- The L1 distance is divided by the feature dimension D (as SIM: / 2048), so the loss scale does
+  not depend on the backbone (512 vs 2048 channels).
+- With nothing to compare (empty memory, no region) the loss is a zero that is connected to the
+  graph, so ``backward`` still works.
 - The eps / tau of Eq. (1)/(5)/(6) only guard an empty mask; every averaged region here has
   at least one pixel, so they never change a value.
 - The memory stores float32 copies; query features are compared in float32 (safe under
@@ -44,6 +64,8 @@ from skimage.measure import label as connected_components
 from pipeline.classes import IGNORE, NUM_CLASSES, STUFF_CLASSES, THING_CLASSES
 
 EPS = 1e-6
+TOP_K = 10               # SIM: the 10 largest components per class and image
+OBJECT_MEMORY_FACTOR = 10  # SIM: num_ins = 10 * num_prototype
 
 
 # ----------------------------------------------------------------------------- label maps
@@ -136,25 +158,64 @@ class FeatureMemory(nn.Module):
     def has(self, cls: int) -> bool:
         return int(self.count[self._check(cls)]) > 0
 
+    def full(self, cls: int) -> bool:
+        return int(self.count[self._check(cls)]) >= self.size
+
     def counts(self) -> list[int]:
         """Filled entries per class (one host transfer)."""
         return [int(c) for c in self.count.tolist()]
 
 
+class HierarchyMemory(nn.Module):
+    """The two source memories of the hierarchy, one per level, each with its own size.
+
+    ``objects``: thing classes (Eq. 1), ``object_size`` samples per class (SIM: 10 w = 500);
+    ``background``: stuff classes (Eq. 5), ``background_size`` per class (SIM and Table I: w = 50).
+    A size of 0 leaves that level out (None). ``state_dict`` holds both (``objects.bank``, ...),
+    so a resumed run restores them; ``counts()`` is the filled entries per class over both.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, dim: int = 2048, object_size: int = 500,
+                 background_size: int = 50):
+        super().__init__()
+        self.add_module("objects", FeatureMemory(num_classes, object_size, dim) if object_size > 0 else None)
+        self.add_module("background", FeatureMemory(num_classes, background_size, dim)
+                        if background_size > 0 else None)
+
+    def counts(self) -> list[int]:
+        mems = [m for m in (self.objects, self.background) if m is not None]
+        if not mems:
+            return []
+        return [int(c) for c in sum(m.count for m in mems).tolist()]
+
+
+def level_memories(memory: nn.Module | None) -> tuple[FeatureMemory | None, FeatureMemory | None]:
+    """(thing memory, stuff memory) of a ``HierarchyMemory``; one ``FeatureMemory`` serves both."""
+    if memory is None:
+        return None, None
+    if isinstance(memory, HierarchyMemory):
+        return memory.objects, memory.background
+    return memory, memory
+
+
 # ----------------------------------------------------------------------------- region features
 
 
-def _components(label_map: torch.Tensor, classes: Sequence[int], connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+def _components(label_map: torch.Tensor, classes: Sequence[int], connectivity: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Connected components of the given classes, numbered across the batch.
 
-    Returns (index [B*h*w] int64: component id or -1, cls [n] int64: class of each component).
-    One host transfer of the label map; scikit-image labels all classes of an image at once
-    (touching regions of different classes stay separate components).
+    Returns (index [B*h*w] int64: component id or -1, cls [n], image [n], pixels [n]: class,
+    image and pixel count of each component). One host transfer of the label map;
+    scikit-image labels all classes of an image at once (touching regions of different classes
+    stay separate components, as labelling each class's mask on its own would give).
     """
     lm = label_map.detach().cpu().numpy().astype(np.int64)
     wanted = np.asarray(sorted(set(int(c) for c in classes)), dtype=np.int64)
     index = np.full(lm.shape, -1, dtype=np.int64)
     comp_cls: list[np.ndarray] = []
+    comp_img: list[np.ndarray] = []
+    comp_px: list[np.ndarray] = []
     offset = 0
     for b in range(lm.shape[0]):
         mask = np.isin(lm[b], wanted)
@@ -167,9 +228,31 @@ def _components(label_map: torch.Tensor, classes: Sequence[int], connectivity: i
         cls_of[comp.ravel()] = shifted.ravel() - 1  # every pixel of a component has its class
         index[b] = np.where(comp > 0, comp - 1 + offset, -1)
         comp_cls.append(cls_of[1:])
+        comp_img.append(np.full(n, b, dtype=np.int64))
+        comp_px.append(np.bincount(comp.ravel(), minlength=n + 1)[1:].astype(np.int64))
         offset += n
-    cls = np.concatenate(comp_cls) if comp_cls else np.zeros(0, dtype=np.int64)
-    return index.reshape(-1), cls
+    if not comp_cls:
+        empty = np.zeros(0, dtype=np.int64)
+        return index.reshape(-1), empty, empty, empty
+    return index.reshape(-1), np.concatenate(comp_cls), np.concatenate(comp_img), np.concatenate(comp_px)
+
+
+def largest_per_group(image: np.ndarray, cls: np.ndarray, pixels: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the ``k`` largest components of each (image, class); ``k`` <= 0 keeps all.
+
+    Ties keep the component found first (scikit-image's raster order)."""
+    n = len(cls)
+    if k <= 0 or n == 0:
+        return np.ones(n, dtype=bool)
+    order = np.lexsort((np.arange(n), -pixels, cls, image))  # group, then size desc, then id
+    g_img, g_cls = image[order], cls[order]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = (g_img[1:] != g_img[:-1]) | (g_cls[1:] != g_cls[:-1])
+    starts = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    rank = np.arange(n) - starts
+    keep = np.zeros(n, dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
 
 
 def _region_means(features: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -186,16 +269,25 @@ def _region_means(features: torch.Tensor, index: torch.Tensor, n: int) -> torch.
     return sums / sizes.clamp(min=EPS)[:, None]
 
 
-def _object_means(features, label_map, classes, connectivity) -> tuple[np.ndarray, torch.Tensor]:
+def _object_means(features, label_map, classes, connectivity, top_k
+                  ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(cls [n], image [n], features [n, D]) of the kept components (raster order per image)."""
     label_map = _at_feature_size(label_map, features)
-    index, cls = _components(label_map, classes, connectivity)
+    index, cls, image, pixels = _components(label_map, classes, connectivity)
+    keep = largest_per_group(image, cls, pixels, top_k)
+    if not keep.all():
+        renumber = np.full(len(cls), -1, dtype=np.int64)
+        renumber[keep] = np.arange(int(keep.sum()))
+        index = np.where(index >= 0, renumber[np.maximum(index, 0)], -1)
+        cls, image = cls[keep], image[keep]
     if len(cls) == 0:
-        return cls, features.new_zeros(0, features.shape[1], dtype=torch.float32)
+        return cls, image, features.new_zeros(0, features.shape[1], dtype=torch.float32)
     index_t = torch.from_numpy(index).to(features.device)
-    return cls, _region_means(features, index_t, len(cls))
+    return cls, image, _region_means(features, index_t, len(cls))
 
 
-def _class_means(features, label_map, classes) -> tuple[np.ndarray, torch.Tensor]:
+def _class_means(features, label_map, classes) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(cls [n], image [n], features [n, D]): per image and wanted class present, its mean feature."""
     label_map = _at_feature_size(label_map, features).to(features.device)
     b = label_map.shape[0]
     k = max(int(c) for c in classes) + 1 if len(classes) else 1
@@ -206,9 +298,11 @@ def _class_means(features, label_map, classes) -> tuple[np.ndarray, torch.Tensor
     index = index.reshape(-1)
     present = torch.bincount(index[index >= 0], minlength=b * k)[: b * k].nonzero().flatten()
     if present.numel() == 0:
-        return np.zeros(0, dtype=np.int64), features.new_zeros(0, features.shape[1], dtype=torch.float32)
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, features.new_zeros(0, features.shape[1], dtype=torch.float32)
     means = _region_means(features, index, b * k)[present]
-    return (present % k).cpu().numpy(), means
+    present_np = present.cpu().numpy()
+    return present_np % k, present_np // k, means
 
 
 def object_features(
@@ -216,14 +310,16 @@ def object_features(
     label_map: torch.Tensor,
     classes: Sequence[int] = THING_CLASSES,
     connectivity: int = 2,
+    top_k: int = 0,
 ) -> list[tuple[int, torch.Tensor]]:
     """Eq. (1) object features: one (class, masked-average feature [D]) per connected component.
 
     ``features`` [B, D, h, w]; ``label_map`` [B, h, w] (CPU or device; resized to h, w with
-    nearest if needed). Order: image, then scikit-image's raster order of components. The
-    returned features keep the autograd graph of ``features``.
+    nearest if needed). ``top_k`` > 0 keeps only the k largest components per class and image
+    (0 here: all). Order: image, then scikit-image's raster order of components. The returned
+    features keep the autograd graph of ``features``.
     """
-    cls, feats = _object_means(features, label_map, classes, connectivity)
+    cls, _, feats = _object_means(features, label_map, classes, connectivity, top_k)
     return [(int(c), feats[i]) for i, c in enumerate(cls)]
 
 
@@ -233,8 +329,32 @@ def class_features(
     classes: Sequence[int] = STUFF_CLASSES,
 ) -> list[tuple[int, torch.Tensor]]:
     """Eq. (5)/(6) class features: per image and class present, the average feature over its pixels."""
-    cls, feats = _class_means(features, label_map, classes)
+    cls, _, feats = _class_means(features, label_map, classes)
     return [(int(c), feats[i]) for i, c in enumerate(cls)]
+
+
+# ----------------------------------------------------------------------------- classifier check
+
+
+def pooled_logits(classifier: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """The classifier applied to pooled features [n, D] as 1x1 maps: logits [n, C].
+
+    A classifier with a ``pointwise`` method (``ASPPClassifier``) computes this exactly as a
+    linear layer of its convolutions' centre taps: on a 1x1 map every other tap of a 3x3 conv
+    with padding = dilation falls on the zero padding. Any other module is run on [n, D, 1, 1].
+    """
+    if hasattr(classifier, "pointwise"):
+        return classifier.pointwise(feats)
+    return classifier(feats[:, :, None, None]).flatten(1)
+
+
+@torch.no_grad()
+def classifier_agrees(classifier: nn.Module, cls: np.ndarray, feats: torch.Tensor) -> np.ndarray:
+    """SIM's check: True where the classifier's argmax over the pooled feature is the region's class."""
+    if len(cls) == 0:
+        return np.zeros(0, dtype=bool)
+    pred = pooled_logits(classifier, feats.float()).argmax(dim=1).cpu().numpy()
+    return pred == cls
 
 
 # ----------------------------------------------------------------------------- distances and losses
@@ -254,18 +374,27 @@ def _graph_zero(features: torch.Tensor) -> torch.Tensor:
     return features.flatten()[:1].float().sum() * 0.0
 
 
-def _nearest_loss(cls: np.ndarray, feats: torch.Tensor, memory: FeatureMemory, features: torch.Tensor) -> torch.Tensor:
+def _nearest_loss(cls: np.ndarray, image: np.ndarray, feats: torch.Tensor, memory: FeatureMemory,
+                  features: torch.Tensor, require_full: bool) -> torch.Tensor:
+    """sum over (image, class) of the mean over that pair's regions of the nearest-sample L1 / D."""
     filled = memory.counts()
-    distances = []
-    for c in np.unique(cls):
-        c = int(c)
-        if c >= memory.num_classes or filled[c] == 0:
-            continue  # a class is used once its memory holds samples
-        rows = torch.from_numpy(np.flatnonzero(cls == c)).to(feats.device)
-        distances.append(nearest_l1(feats[rows], memory.bank[c, : filled[c]]))
-    if not distances:
+    need = memory.size if require_full else 1
+    use = np.asarray([c < memory.num_classes and filled[c] >= need for c in cls], dtype=bool)
+    if not use.any():
         return _graph_zero(features)
-    return torch.cat(distances).mean()
+    cls, image = cls[use], image[use]
+    feats = feats[torch.from_numpy(np.flatnonzero(use)).to(feats.device)]
+    dist = feats.new_zeros(len(cls))
+    for c in np.unique(cls):
+        rows = torch.from_numpy(np.flatnonzero(cls == c)).to(feats.device)
+        dist = dist.index_put((rows,), nearest_l1(feats[rows], memory.bank[int(c), : filled[int(c)]]))
+    # (image, class) groups: mean over the group's regions, then the sum over groups.
+    _, group = np.unique(image * memory.num_classes + cls, return_inverse=True)
+    group_t = torch.from_numpy(group.reshape(-1)).to(feats.device)
+    n_groups = int(group.max()) + 1
+    sums = dist.new_zeros(n_groups).index_add(0, group_t, dist)
+    sizes = torch.bincount(group_t, minlength=n_groups).to(dist.dtype)
+    return (sums / sizes).sum()
 
 
 def object_loss(
@@ -274,11 +403,18 @@ def object_loss(
     memory: FeatureMemory,
     classes: Sequence[int] = THING_CLASSES,
     connectivity: int = 2,
+    top_k: int = TOP_K,
+    require_full: bool = True,
 ) -> torch.Tensor:
-    """Eq. (1): mean over target components (of classes with stored samples) of the L1/D distance
-    of the component's feature to the nearest stored source sample of its class."""
-    cls, feats = _object_means(target_feats, target_map, classes, connectivity)
-    return _nearest_loss(cls, feats, memory, target_feats)
+    """Eq. (1): sum over images i and thing classes k of the mean over the class's target
+    components r of min_j ||f_r - x^s_{j,k}||_1 / D.
+
+    ``top_k`` (SIM: 10): only the k largest components per class and image; 0 = all.
+    ``require_full`` (SIM: True): a class takes part once its memory holds ``memory.size``
+    samples; False: once it holds one. Classes without a stored sample never take part.
+    """
+    cls, image, feats = _object_means(target_feats, target_map, classes, connectivity, top_k)
+    return _nearest_loss(cls, image, feats, memory, target_feats, require_full)
 
 
 def background_loss(
@@ -286,11 +422,15 @@ def background_loss(
     target_map: torch.Tensor,
     memory: FeatureMemory,
     classes: Sequence[int] = STUFF_CLASSES,
+    require_full: bool = True,
 ) -> torch.Tensor:
-    """Eq. (6): mean over (target image, stuff class present) of the L1/D distance of the
-    class-averaged feature to the nearest stored source sample of that class."""
-    cls, feats = _class_means(target_feats, target_map, classes)
-    return _nearest_loss(cls, feats, memory, target_feats)
+    """Eq. (6): sum over images i and stuff classes b present in the target map of
+    min_j ||f_{i,b} - x^s_{j,b}||_1 / D, f_{i,b} the class-averaged target feature.
+
+    ``require_full`` as in ``object_loss`` (SIM gates its stuff classes the same way).
+    """
+    cls, image, feats = _class_means(target_feats, target_map, classes)
+    return _nearest_loss(cls, image, feats, memory, target_feats, require_full)
 
 
 def _push_all(cls: np.ndarray, feats: torch.Tensor, memory: FeatureMemory) -> int:
@@ -300,6 +440,13 @@ def _push_all(cls: np.ndarray, feats: torch.Tensor, memory: FeatureMemory) -> in
     return len(cls)
 
 
+def _checked(cls: np.ndarray, feats: torch.Tensor, classifier: nn.Module | None) -> tuple[np.ndarray, torch.Tensor]:
+    if classifier is None or len(cls) == 0:
+        return cls, feats
+    keep = classifier_agrees(classifier, cls, feats)
+    return cls[keep], feats[torch.from_numpy(np.flatnonzero(keep)).to(feats.device)]
+
+
 @torch.no_grad()
 def update_memory_objects(
     source_feats: torch.Tensor,
@@ -307,9 +454,17 @@ def update_memory_objects(
     memory: FeatureMemory,
     classes: Sequence[int] = THING_CLASSES,
     connectivity: int = 2,
+    top_k: int = TOP_K,
+    classifier: nn.Module | None = None,
 ) -> int:
-    """Eq. (1), source side: push each thing component of the correct map (Eq. 4); returns how many."""
-    cls, feats = _object_means(source_feats.detach(), correct, classes, connectivity)
+    """Eq. (1), source side: push thing components of the correct map (Eq. 4); returns how many.
+
+    ``top_k`` (SIM: 10): the k largest components per class and image; 0 = all.
+    ``classifier``: when given, a component is stored only if the classifier applied to its
+    pooled feature predicts its class (SIM's check; ``pooled_logits``).
+    """
+    cls, _, feats = _object_means(source_feats.detach(), correct, classes, connectivity, top_k)
+    cls, feats = _checked(cls, feats, classifier)
     return _push_all(cls, feats, memory)
 
 
@@ -319,7 +474,12 @@ def update_memory_background(
     correct: torch.Tensor,
     memory: FeatureMemory,
     classes: Sequence[int] = STUFF_CLASSES,
+    classifier: nn.Module | None = None,
 ) -> int:
-    """Eq. (5): push each (image, stuff class) average over the correct map (Eq. 4); returns how many."""
-    cls, feats = _class_means(source_feats.detach(), correct, classes)
+    """Eq. (5): push each (image, stuff class) average over the correct map (Eq. 4); returns how many.
+
+    ``classifier`` as in ``update_memory_objects`` (SIM checks its stuff features the same way).
+    """
+    cls, _, feats = _class_means(source_feats.detach(), correct, classes)
+    cls, feats = _checked(cls, feats, classifier)
     return _push_all(cls, feats, memory)

@@ -4,12 +4,15 @@ Eq. (2): per target image, each pixel's class is its argmax; N_c counts the pixe
 Eq. (3): L_class(x_t) = - sum_{h,w} sum_c p_c^2 / (2 N_c^alpha (W H)^(1-alpha)), where the
 denominator uses the count of the pixel's argmax class.
 
-Implementation choices (DESIGN section 3):
+Implementation choices (docs/method.md, "Eq. 2-3"):
 - p is the softmax probability (max-squares), the weight of a pixel is that of its argmax class,
   w = 1 / max(N_c^alpha * N^(1-alpha), 1), and the weight is detached (no gradient through
   the counts), as in the reference image-wise max-squares.
-- Not divided by the number of classes C (the reference does): Eq. (3) as written has no 1/C,
-  and that constant is absorbed by lambda_class.
+- Scale: Eq. (3) as written, with the /2 and without 1/C. The reference IW-MaxSquare
+  (Chen et al.) divides by B*C and has no /2: per image it is (2/C) times this loss, so at
+  equal lambda_class this loss is C/2 = 9.5 times stronger (C = 19). To port a lambda from the
+  reference code, multiply it by 2/C; ``class_balanced_max_square(...) * 2 / C`` is the
+  reference's value.
 - ``ignore`` pixels count neither in N_c nor in N, and contribute no loss.
 - Counts are per image, so a batch of B images equals the mean of B single-image calls.
 """

@@ -4,11 +4,17 @@
           + lambda_ppl,recon * E ||I(F(G(x))) - I(x)||_1
 
 and, "due to the symmetry", the same for target images y with F(y) and G(F(y)).
-I is a frozen segmentation network; following the design notes its logits are
-instance-normalised per image and channel before the L1 (BDL compared raw outputs with
-MSE). Gradients flow *through* the frozen segmentor into the translated images, so the
-generators learn to keep what the segmentor sees, while the segmentor itself is never
+I is a frozen segmentation network. Gradients flow *through* it into the translated images,
+so the generators learn to keep what the segmentor sees, while the segmentor itself is never
 updated (eval mode, no parameter gradients).
+
+Scale (docs/method.md, "Eq. 7"): the distance is the L1 of Eq. (7), averaged over pixels and
+channels. By default (``normalize="instance"``) the logits are first instance-normalised per
+image and class channel, as BDL does before its MSE. That puts all 19 channels on unit
+variance, so the channels of classes absent from a crop, whose logits barely vary, are
+amplified until they weigh as much as the present classes, and the loss no longer scales with
+the logits' magnitude. ``normalize="none"`` compares the raw logits, Eq. (7) read literally;
+its values are in logit units, so a lambda_ppl tuned for one form does not carry over.
 """
 from __future__ import annotations
 
@@ -29,8 +35,10 @@ class SegPerceptualLoss(nn.Module):
     """Eq. (7) with a frozen segmentor whose ``forward(x)`` returns ``(features, logits)``.
 
     Inputs are GAN-range images in [-1, 1]; they are mapped to [0, 1] and normalised with
-    ``mean``/``std`` so the segmentor sees images the way it was trained. The returned
-    value is already weighted (lambda_ppl, lambda_recon), ready to add to the generator loss.
+    ``mean``/``std`` so the segmentor sees images the way it was trained (a "caffe" variant
+    DeepLab converts that tensor itself). The returned value is already weighted
+    (lambda_ppl, lambda_recon), ready to add to the generator loss. ``normalize``:
+    "instance" (default, BDL's per-channel instance norm of the logits) or "none" (raw logits).
     """
 
     def __init__(
@@ -41,8 +49,12 @@ class SegPerceptualLoss(nn.Module):
         lambda_ppl: float = 0.1,
         lambda_recon: float = 0.1,
         num_classes: int | None = None,
+        normalize: str = "instance",
     ):
         super().__init__()
+        if normalize not in ("instance", "none"):
+            raise ValueError(f"normalize must be 'instance' or 'none', not {normalize!r}")
+        self.normalize = normalize
         segmentor.eval()
         for p in segmentor.parameters():
             p.requires_grad_(False)
@@ -62,7 +74,8 @@ class SegPerceptualLoss(nn.Module):
         return self
 
     def normalized_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """I(x): segmentor logits of GAN-range images, instance-normalised per image and channel."""
+        """I(x): segmentor logits of GAN-range images, instance-normalised per image and channel
+        (``normalize="instance"``) or raw (``"none"``)."""
         x01 = (x + 1.0) * 0.5
         _, logits = self.segmentor((x01 - self.mean) / self.std)
         if self.num_classes is not None and logits.shape[1] != self.num_classes:
@@ -71,6 +84,8 @@ class SegPerceptualLoss(nn.Module):
                 "were expected; pass a --seg-checkpoint trained for the same classes"
             )
         # float32: instance-norm statistics and the L1 lose too much in bf16 under autocast.
+        if self.normalize == "none":
+            return logits.float()
         return F.instance_norm(logits.float())
 
     def _many(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:

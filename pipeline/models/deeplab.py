@@ -2,23 +2,38 @@
 
 A torchvision ResNet trunk whose layer3 and layer4 are dilated (2 and 4) instead of strided,
 so features keep output stride 8, followed by the DeepLab-v2 ASPP classifier: four 3x3
-convolutions at dilation 6/12/18/24 whose outputs are summed (all four; DESIGN section 3).
+convolutions at dilation 6/12/18/24 whose outputs are summed (all four; several reference
+ports return after the second branch by mistake).
 
 ``forward`` returns both the layer4 features F(x) used by the object- and background-level
 alignment (Eq. 1, 5, 6) and the logits G(x) used by the segmentation (Eq. 9), category-level
 (Eq. 2-3) and adversarial (Eq. 10) losses.
 
-Input convention: RGB in [0, 1] normalised with ImageNet mean/std by
-``pipeline.data.transforms.to_tensor``; the data pipeline normalises, the model does not.
+Input convention: every caller feeds RGB in [0, 1] normalised with ImageNet mean/std
+(``pipeline.data.transforms.to_tensor``). Two variants (``DeepLabV2.variant``) take it:
+
+- ``"torchvision"`` (default): torchvision's ResNet (stride on the 3x3 conv of a bottleneck,
+  max-pool rounding down), fed the normalised tensor as it is.
+- ``"caffe"``: the layout of ``DeepLab_resnet_pretrained_init-f81d91e8.pth`` (ImageNet +
+  MS-COCO, the init of AdaptSegNet, ADVENT, BDL, SIM, IW-MaxSquare): the stride of layer2's
+  first bottleneck on its first 1x1 conv, max-pool with ``ceil_mode=True``, and inputs as Caffe
+  saw them: 0-255 BGR minus the mean (104.008, 116.669, 122.679), no std division. The model
+  converts the normalised RGB tensor itself inside ``forward``, so eval, predict, pseudolabel
+  and the perceptual loss feed it correctly without knowing. The variant is stored in the
+  state dict (``variant_id``) and in final.pt's ``arch``; a state dict without it is
+  "torchvision".
 
 Choices where the paper is silent:
 - Every 3x3 conv of layer3 has dilation 2 and every 3x3 conv of layer4 dilation 4, the first
   block included (the original DeepLab-v2 layout; torchvision's ``replace_stride_with_dilation``
   keeps the previous dilation in each stage's first block). One helper does this for all three
   backbones, so resnet18 (BasicBlock, which torchvision refuses to dilate) gets the same layout.
-- Output size: ceil(H/8) x ceil(W/8) (each stride-2 op with padding rounds up for odd sizes).
-- Pretrained ImageNet weights are torchvision's IMAGENET1K_V1 (the weights the reference
-  DeepLab-v2 ports start from; V2 is a different training recipe).
+- Output size: ceil(H/8) x ceil(W/8) for "torchvision" (each stride-2 op with padding rounds
+  up for odd sizes). "caffe" rounds its max-pool up as the reference network does, which can
+  add a row or column (720 rows: 91 instead of 90). Logits are upsampled to the label size and
+  label maps downsampled to the feature size, so both sizes work everywhere.
+- Pretrained ImageNet weights are torchvision's IMAGENET1K_V1 (V2 is a different training
+  recipe). The reference init is loaded with ``--pretrained PATH`` (``load_weights``).
 """
 from __future__ import annotations
 
@@ -28,8 +43,10 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
+from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PhfaError
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "resnet101")
@@ -37,6 +54,11 @@ ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
 
 # Fewer matching backbone tensors than this fraction means the file is some other network.
 MIN_MATCH_FRACTION = 0.5
+
+VARIANTS: tuple[str, ...] = ("torchvision", "caffe")
+# Caffe's per-channel mean in B, G, R order, on 0-255 pixel values (DeepLab-v2, AdaptSegNet, SIM...).
+CAFFE_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
+CAFFE_PREFIX = "Scale."
 
 
 class ASPPClassifier(nn.Module):
@@ -56,6 +78,19 @@ class ASPPClassifier(nn.Module):
         out = self.branches[0](x)
         for conv in self.branches[1:]:
             out = out + conv(x)
+        return out
+
+    def pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier on pooled features [n, D] (a 1x1 map): logits [n, num_classes].
+
+        Exact, not an approximation: on a 1x1 input a 3x3 conv with padding = dilation sees the
+        input only at its centre tap (every other tap lands on zero padding), so each branch is
+        the linear layer ``W[:, :, 1, 1] x + b`` and the classifier their sum.
+        """
+        out = 0
+        for conv in self.branches:
+            kh, kw = conv.kernel_size
+            out = out + F.linear(x, conv.weight[:, :, kh // 2, kw // 2], conv.bias)
         return out
 
 
@@ -100,6 +135,20 @@ def _is_bn(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
+def _place_stride(layer: nn.Module, variant: str) -> None:
+    """Put a strided stage's stride where the variant has it: torchvision on the 3x3 conv of
+    the first bottleneck, Caffe on its first 1x1 conv. BasicBlocks (resnet18) have the stride
+    on their first conv in both layouts; the downsample branch is the same in both."""
+    block = layer[0]
+    if not hasattr(block, "conv3"):
+        return
+    stride = max(block.conv1.stride[0], block.conv2.stride[0])
+    if variant == "caffe":
+        block.conv1.stride, block.conv2.stride = (stride, stride), (1, 1)
+    else:
+        block.conv1.stride, block.conv2.stride = (1, 1), (stride, stride)
+
+
 class DeepLabV2(nn.Module):
     """DeepLab-v2 with output stride 8. ``forward(x) -> (features, logits)``.
 
@@ -109,14 +158,22 @@ class DeepLabV2(nn.Module):
     ``freeze_bn=True`` (paper preset, batch 1): BatchNorm layers always run in eval mode with
     their running statistics, and their affine parameters are not trained. ``False`` (toy
     preset, trained from scratch with batch >= 4): ordinary trainable BatchNorm.
+
+    ``variant``: "torchvision" or "caffe" (module docstring). Both take the ImageNet-normalised
+    RGB tensor; "caffe" converts it to mean-subtracted 0-255 BGR inside ``forward``. The
+    persistent buffer ``variant_id`` (0 / 1) carries the variant through ``state_dict``:
+    loading a state dict that has it switches the model to that variant.
     """
 
-    def __init__(self, backbone: str = "resnet101", num_classes: int = 19, freeze_bn: bool = False):
+    def __init__(self, backbone: str = "resnet101", num_classes: int = 19, freeze_bn: bool = False,
+                 variant: str = "torchvision"):
         super().__init__()
         if backbone not in BACKBONES:
             raise PhfaError(f"unknown backbone '{backbone}': choose one of {', '.join(BACKBONES)}")
         if num_classes < 1:
             raise PhfaError(f"the number of classes must be at least 1, got {num_classes}")
+        if variant not in VARIANTS:
+            raise PhfaError(f"unknown DeepLab-v2 variant '{variant}': choose one of {', '.join(VARIANTS)}")
         resnet = getattr(torchvision.models, backbone)(weights=None)
         _dilate(resnet.layer3, 2)
         _dilate(resnet.layer4, 4)
@@ -127,6 +184,17 @@ class DeepLabV2(nn.Module):
         self.classifier = ASPPClassifier(self.feature_dim, num_classes)
         self.freeze_bn = freeze_bn
         self.load_report: dict | None = None
+        # Input conversion of the caffe variant: x_caffe = x[:, perm] * scale + shift, i.e. undo the
+        # ImageNet normalisation (x * std + mean), to 0-255, RGB -> BGR, minus the Caffe mean.
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
+        perm = [2, 1, 0]
+        self.register_buffer("caffe_scale", (255.0 * std[perm]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("caffe_shift", (255.0 * mean[perm] - torch.tensor(CAFFE_MEAN_BGR)).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("variant_id", torch.tensor(0, dtype=torch.long))
+        self.variant = "torchvision"
+        self.set_variant(variant)
         if freeze_bn:
             for m in self.modules():
                 if _is_bn(m):
@@ -143,7 +211,37 @@ class DeepLabV2(nn.Module):
                     m.eval()
         return self
 
+    def set_variant(self, variant: str) -> None:
+        """Switch between the torchvision and Caffe layouts (same tensors, other strides/rounding)."""
+        if variant not in VARIANTS:
+            raise PhfaError(f"unknown DeepLab-v2 variant '{variant}': choose one of {', '.join(VARIANTS)}")
+        self.variant = variant
+        self.variant_id.fill_(VARIANTS.index(variant))
+        _place_stride(self.backbone.layer2, variant)
+        self.backbone.maxpool.ceil_mode = variant == "caffe"
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "variant_id"
+        present = key in state_dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if present:
+            vid = int(self.variant_id)
+            if not 0 <= vid < len(VARIANTS):
+                error_msgs.append(f"{key}: unknown DeepLab-v2 variant id {vid}")
+                return
+            self.set_variant(VARIANTS[vid])
+        elif key in missing_keys:  # written before variants existed: keep the model's own
+            missing_keys.remove(key)
+
+    def caffe_input(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalised RGB -> 0-255 BGR minus the Caffe mean (no std division)."""
+        return x[:, [2, 1, 0]] * self.caffe_scale.to(x.dtype) + self.caffe_shift.to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.variant == "caffe":
+            x = self.caffe_input(x)
         features = self.backbone(x)
         return features, self.classifier(features)
 
@@ -210,57 +308,115 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def is_caffe_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """True for the reference init's layout: its tensor keys start with ``Scale.``."""
+    return any((k[len("module."):] if k.startswith("module.") else k).startswith(CAFFE_PREFIX) for k in state)
+
+
+def _caffe_key(k: str) -> str:
+    """``Scale.layer5.conv2d_list.i.*`` -> ``classifier.branches.i.*``; ``Scale.X`` -> ``backbone.X``.
+
+    The reference file names its trunk like torchvision (conv1, bn1, layerN.M.conv1..conv3,
+    bn1..bn3, downsample.0 / downsample.1) and its ASPP classifier on layer4 ``layer5``
+    (``conv2d_list.0..3``, dilations 6/12/18/24, weight and bias).
+    """
+    k = k[len(CAFFE_PREFIX):]
+    if k.startswith("layer5.conv2d_list."):
+        return "classifier.branches." + k[len("layer5.conv2d_list."):]
+    return "backbone." + k
+
+
 def _normalise_keys(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map keys to DeepLabV2 names; returns (mapped, ignored).
 
     Accepted forms: torchvision ResNet keys (``layer1.0.conv1.weight``), the same with a
-    ``backbone.`` prefix, or a full DeepLabV2 state dict; a DDP ``module.`` prefix is stripped.
+    ``backbone.`` prefix, a full DeepLabV2 state dict, or the Caffe layout of the reference
+    init (``Scale.``-prefixed, see ``_caffe_key``); a DDP ``module.`` prefix is stripped.
     torchvision's ``fc.*`` (ImageNet head) is ignored, not reported as unexpected.
     """
     mapped: dict[str, torch.Tensor] = {}
     ignored: list[str] = []
     for key, value in state.items():
         k = key[len("module."):] if key.startswith("module.") else key
+        if k.startswith(CAFFE_PREFIX):
+            mapped[_caffe_key(k)] = value
+            continue
         if k.startswith("fc.") or k.startswith("backbone.fc."):
             ignored.append(key)
             continue
-        if not (k.startswith("backbone.") or k.startswith("classifier.")):
+        if not (k.startswith("backbone.") or k.startswith("classifier.") or k == "variant_id"):
             k = "backbone." + k
         mapped[k] = value
     return mapped, ignored
 
 
+def _not_a_weight(k: str) -> bool:
+    # Counters and the variant flag: neither counted as matched nor reported missing.
+    return k.endswith("num_batches_tracked") or k == "variant_id"
+
+
+# Blocks in layer3 per backbone: tells a resnet101 file from a resnet50 one by its keys.
+_LAYER3_BLOCKS = {"resnet18": 2, "resnet50": 6, "resnet101": 23}
+
+
+def _layer3_blocks(keys) -> int:
+    blocks = {k.split(".")[2] for k in keys if k.startswith("backbone.layer3.")}
+    return len(blocks)
+
+
 def load_weights(model: DeepLabV2, state: Mapping[str, torch.Tensor], source: str) -> dict:
     """Load the tensors of ``state`` that match ``model`` by name and shape; return a report.
+
+    A Caffe-layout file (the reference ``DeepLab_resnet_pretrained_init-f81d91e8.pth``: keys
+    ``Scale.*``) switches the model to the "caffe" variant first (stride placement and input
+    convention, see the module docstring) and must have the backbone's depth; its classifier
+    (``layer5``, trained for another class count) is reported as mismatched and left at its
+    initialisation.
 
     Raises PhfaError naming ``source`` when fewer than half of the backbone tensors match
     (``num_batches_tracked`` counters are not counted: older torchvision files lack them).
     """
+    caffe = is_caffe_layout(state)
     mapped, ignored = _normalise_keys(state)
     own = model.state_dict()
+    if caffe:
+        file_blocks, own_blocks = _layer3_blocks(mapped), _layer3_blocks(own)
+        if file_blocks and file_blocks != own_blocks:
+            depth = next((b for b, n in _LAYER3_BLOCKS.items() if n == file_blocks), None)
+            hint = f"pass --backbone {depth}" if depth else "it fits none of " + ", ".join(BACKBONES)
+            raise PhfaError(
+                f"{source} is a Caffe-layout DeepLab-v2 state dict whose layer3 has {file_blocks} blocks, but "
+                f"{model.backbone_name} has {own_blocks}: {hint}"
+            )
+        model.set_variant("caffe")
     usable = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
     mismatched = sorted(k for k, v in mapped.items() if k in own and own[k].shape != v.shape)
     unexpected = sorted(k for k in mapped if k not in own)
-    missing = sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))
+    missing = sorted(k for k in own if k not in usable and not _not_a_weight(k))
 
-    backbone_keys = [k for k in own if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    backbone_keys = [k for k in own if k.startswith("backbone.") and not _not_a_weight(k)]
     matched_backbone = sum(1 for k in backbone_keys if k in usable)
     if matched_backbone < MIN_MATCH_FRACTION * len(backbone_keys):
+        if caffe:
+            model.set_variant("torchvision")
+        layout = "Caffe-layout (Scale.*) " if caffe else ""
         raise PhfaError(
             f"{source} matches only {matched_backbone} of {len(backbone_keys)} {model.backbone_name} backbone "
-            f"tensors: it is not a state dict for this backbone"
+            f"tensors: it is not a {layout}state dict for this backbone"
         )
     model.load_state_dict(usable, strict=False)
     report = {
         "source": source,
         # Counts leave out the num_batches_tracked counters, as the 50 % rule does.
-        "matched": sum(1 for k in usable if not k.endswith("num_batches_tracked")),
+        "matched": sum(1 for k in usable if not _not_a_weight(k)),
         "matched_backbone": matched_backbone,
         "backbone_total": len(backbone_keys),
         "missing": missing,
         "unexpected": unexpected,
         "mismatched": mismatched,
         "ignored": ignored,
+        "layout": "caffe" if caffe else "torchvision",
+        "variant": model.variant,
     }
     # Missing classifier tensors are normal (backbone-only files); anything else deserves a word.
     missing_backbone = [k for k in missing if k.startswith("backbone.")]
@@ -279,16 +435,18 @@ def build_deeplab(
     num_classes: int = 19,
     pretrained: str = "none",
     freeze_bn: bool = False,
+    variant: str = "torchvision",
 ) -> DeepLabV2:
     """Build DeepLab-v2 and optionally load weights.
 
     ``pretrained``: ``"none"`` (random init); ``"imagenet"`` (torchvision's ImageNet weights for
     the backbone: from the torch hub cache, else downloaded; offline without a cached copy this
-    raises PhfaError); anything else is a path to a local state dict (see ``load_weights``).
-    After loading, ``model.load_report`` holds ``{"matched", "missing", "unexpected", ...}``;
-    it is None for ``"none"``.
+    raises PhfaError); anything else is a path to a local state dict (see ``load_weights``; the
+    reference Caffe-layout init makes a "caffe" variant model, whatever ``variant`` says).
+    After loading, ``model.load_report`` holds ``{"matched", "missing", "unexpected", ...,
+    "layout", "variant"}``; it is None for ``"none"``.
     """
-    model = DeepLabV2(backbone, num_classes, freeze_bn=freeze_bn)
+    model = DeepLabV2(backbone, num_classes, freeze_bn=freeze_bn, variant=variant)
     if pretrained == "none":
         return model
     if pretrained == "imagenet":

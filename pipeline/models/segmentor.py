@@ -1,6 +1,7 @@
 """A segmentor checkpoint that rebuilds its own model (nanoGPT-style).
 
-`final.pt` carries the architecture (backbone, class count, BN mode) next to the weights, so
+`final.pt` carries the architecture (backbone, class count, BN mode, variant: "torchvision" or
+"caffe" for the reference Caffe-layout init, see models/deeplab.py) next to the weights, so
 `eval`, `predict`, `pseudolabel` and the perceptual loss (Eq. 7) rebuild the network from
 the file alone; a file of another backbone or class count is refused with a sentence.
 """
@@ -17,13 +18,20 @@ from pipeline.models.deeplab import DeepLabV2, build_deeplab
 from pipeline.runtime import checkpoint
 
 
-def arch_of(cfg: TrainConfig) -> dict:
-    return {"backbone": cfg.backbone, "num_classes": C.NUM_CLASSES, "freeze_bn": cfg.freeze_bn}
+def arch_of(cfg: TrainConfig, model: torch.nn.Module | None = None) -> dict:
+    """The architecture a checkpoint records. The variant is the model's (the init file decides
+    it, not the config), so it is recorded only when the model is given; the model's state dict
+    carries it as well (`variant_id`), so a checkpoint without it still loads as what it is."""
+    arch = {"backbone": cfg.backbone, "num_classes": C.NUM_CLASSES, "freeze_bn": cfg.freeze_bn}
+    if model is not None:
+        arch["variant"] = getattr(model, "variant", "torchvision")
+    return arch
 
 
 def payload(model: torch.nn.Module, cfg: TrainConfig, extra: dict) -> dict:
     """What final.pt holds: kind, arch, the resolved config, the weights and `extra` metadata."""
-    return {"kind": "segmentor", "arch": arch_of(cfg), "config": cfg.to_dict(), "model": model.state_dict(), **extra}
+    return {"kind": "segmentor", "arch": arch_of(cfg, model), "config": cfg.to_dict(), "model": model.state_dict(),
+            **extra}
 
 
 def load_segmentor(path: Path | str, option: str = "--checkpoint", expect_classes: int | None = None,
@@ -38,7 +46,7 @@ def load_segmentor(path: Path | str, option: str = "--checkpoint", expect_classe
     if expect_backbone is not None and arch["backbone"] != expect_backbone:
         raise PhfaError(f"{option}: {path} is a {arch['backbone']} model, this run uses {expect_backbone}")
     model = build_deeplab(arch["backbone"], arch.get("num_classes", 19), pretrained="none",
-                          freeze_bn=arch.get("freeze_bn", False))
+                          freeze_bn=arch.get("freeze_bn", False), variant=arch.get("variant", "torchvision"))
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as e:

@@ -1,4 +1,4 @@
-"""Multi-process training (DESIGN section 7): `torchrun --nproc_per_node N -m phfa_cli -- adapt ...`
+"""Multi-process training: `torchrun --nproc_per_node N -m phfa_cli -- adapt ...`
 (the `--` stops torchrun from reading phfa's `--run` as an abbreviation of its `--run-path`).
 
 DistributedDataParallel for the segmentor; the discriminator's gradients are averaged by

@@ -1,4 +1,4 @@
-"""Run folders: `runs/<name>/<stage>/` with a manifest.json each (DESIGN section 1, 7).
+"""Run folders: `runs/<name>/<stage>/` with a manifest.json each.
 
 A stage is refused when it already finished (unless --force) and when an earlier,
 interrupted attempt exists (unless --resume or --force). Its manifest records the phfa

@@ -1,0 +1,39 @@
+"""`phfa report --run RUN`: a self-contained HTML report (and report.md) of a run.
+
+Registered on the root app by `register(app)`; the work is `pipeline.stages.report.build_report`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from phfa_cli.common import err, guarded, out
+
+
+@guarded
+def report_cmd(
+    run: Annotated[Path, typer.Option("--run", help="Run folder: runs/<name>.")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="Data config (TOML) for the qualitative panel; default ./phfa-data.toml, else the one the run's stages recorded.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for index.html, report.md and figures/ (default: RUN/report).")] = None,
+    oracle: Annotated[Optional[Path], typer.Option("--oracle", help="A stage folder with metrics.json outside the run to use as the oracle (e.g. runs/other/adapt-oracle).")] = None,
+    panel_images: Annotated[int, typer.Option("--panel-images", help="Target val images in the Fig. 2-style panel (0: none).")] = 3,
+):
+    """HTML + Markdown report: Table II/IV, IoU bars, Fig. 2 panel, loss curves, pseudo-labels, translation."""
+    from pipeline.runtime.progress import Silent
+    from pipeline.stages.report import build_report, resolve_data_config
+
+    data = resolve_data_config(run, config)
+    res = build_report(run, data, out=out_dir, panel_images=panel_images, reporter=Silent(), oracle=oracle)
+    for note in res["notes"]:
+        if note.startswith("no "):
+            err.print(f"[dim]{escape(note.replace('`', ''))}[/]")
+    out.print(f"html: {escape(res['html'])}")
+    out.print(f"markdown: {escape(res['markdown'])}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `report` to the root app."""
+    app.command("report")(report_cmd)
