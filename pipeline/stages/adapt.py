@@ -121,7 +121,8 @@ def adapt(data: DataConfig, run: Path, sources: list[str], target: str | None, c
                   "inputs": {"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in src_ds},
                              "few_shot_list": str(layout.few_shot_file(run, target)) if tgt else None,
                              "source_images": {s: len(d) for s, d in src_ds.items()},
-                             "target_images": len(tgt) if tgt is not None else 0}}
+                             "target_images": len(tgt) if tgt is not None else 0,
+                             "prepared_cache": {d.spec.name: d.prepared for d in (*src_ds.values(), tgt) if d is not None}}}
         return runner.Plan(phases, train.Data(src_ds, tgt), target, record, {"sources": srcs})
 
     return runner.run_stage(data, run, stage, cfg, make_plan, force=force, resume=resume, reporter=reporter,

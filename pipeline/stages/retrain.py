@@ -83,7 +83,8 @@ def retrain(data: DataConfig, run: Path, cfg: TrainConfig | None = None, labels_
                   "from_stage": lab_man["from_stage"],
                   "inputs": {"data_config": str(data.path), "source_roots": {s: str(specs[s].root) for s in src_ds},
                              "pseudo_labels": str(pspec.root), "source_images": {s: len(d) for s, d in src_ds.items()},
-                             "target_images": len(tgt)}}
+                             "target_images": len(tgt),
+                             "prepared_cache": {d.spec.name: d.prepared for d in (*src_ds.values(), tgt)}}}
         return runner.Plan(phases, train.Data(src_ds, tgt), target, record,
                            {"sources": sources, "labels_stage": labels_stage})
 

@@ -271,7 +271,8 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
            ckpt_every=cfg.ckpt_every, snapshot=snapshot, metrics_path=sd.path / "metrics.jsonl", record={},
            check_every_step=device.type == "cpu",
            last_good=sd.path / "last.pt" if (sd.path / "last.pt").is_file() else None)
-    info = {"iters": cfg.iters, "seconds": round(time.time() - t0, 1), "perceptual": perceptual is not None}
+    info = {"iters": cfg.iters, "seconds": round(time.time() - t0, 1), "perceptual": perceptual is not None,
+            "prepared_cache": {"source": src_ds.prepared, "target": tgt_ds.prepared}}
     snapshot(cfg.iters)
     checkpoint.save(final, {"kind": "cyclegan", "config": cfg.to_dict(), "model": gan.state_dict(), "info": info})
     return gan, info
