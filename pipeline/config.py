@@ -135,7 +135,38 @@ def apply_overrides(cfg, pairs: list[str]):
     return out
 
 
+# The range of every numeric field, in one place: (minimum, what it means). Sizes are checked per side.
+_AT_LEAST = {
+    "batch_size": 1, "iters": 1, "log_every": 1, "ckpt_every": 1, "preview_every": 1, "workers": 0,
+    "memory_size": 1, "memory_size_object": 0, "object_top_k": 0, "poly_iters": 0, "n_blocks": 0,
+    "ngf": 1, "ndf": 1, "pool_size": 0, "seed": 0,
+}
+_POSITIVE = ("lr", "lr_d", "poly_power")
+_NON_NEGATIVE = ("momentum", "weight_decay", "lambda_seg", "lambda_adv", "lambda_d", "lambda_class", "lambda_obj",
+                 "lambda_back", "alpha", "lambda_cycle", "lambda_identity", "lambda_ppl", "lambda_ppl_recon",
+                 "fda_beta", "beta1", "beta2")
+
+
+def _check_ranges(cfg) -> None:
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name in _AT_LEAST and v < _AT_LEAST[f.name]:
+            raise PhfaError(f"--set {f.name}={v}: must be at least {_AT_LEAST[f.name]}")
+        if f.name in _POSITIVE and not v > 0:
+            raise PhfaError(f"--set {f.name}={v}: must be greater than 0")
+        if f.name in _NON_NEGATIVE and not v >= 0:
+            raise PhfaError(f"--set {f.name}={v}: must not be negative")
+        if f.name.endswith("_size") and isinstance(v, tuple) and (len(v) != 2 or min(v) < 1):
+            raise PhfaError(f"--set {f.name}={'x'.join(map(str, v))}: give a width and a height of at least 1 "
+                            "pixel, e.g. 1280x720")
+        if f.name == "crop" and (len(v) != 2 or min(v) < 1):
+            raise PhfaError(f"--set crop={'x'.join(map(str, v))}: give a width and a height, e.g. 512x256")
+        if f.name in ("betas_d",) and not all(0 <= b < 1 for b in v):
+            raise PhfaError(f"--set {f.name}={v}: Adam betas lie in [0, 1)")
+
+
 def validate(cfg) -> None:
+    _check_ranges(cfg)
     if isinstance(cfg, TranslateConfig):
         if cfg.method not in ("cyclegan", "fda"):
             raise PhfaError(f"--method must be cyclegan or fda, not '{cfg.method}'")

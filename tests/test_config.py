@@ -1,0 +1,40 @@
+"""Every setting's range is checked in one place, for every config, before anything runs."""
+import pytest
+from typer.testing import CliRunner
+
+from phfa_cli.app import app
+from pipeline.config import PRESETS, TRANSLATE_PRESETS, preset, translate_preset, validate
+from pipeline.errors import PhfaError
+
+runner = CliRunner()
+
+
+def test_presets_are_valid():
+    for name in PRESETS:
+        validate(preset(name))
+    for name in TRANSLATE_PRESETS:
+        validate(translate_preset(name))
+
+
+@pytest.mark.parametrize("pair", ["source_size=0x0", "source_size=-8x8", "target_size=64", "ckpt_every=0",
+                                  "log_every=0", "workers=-1", "batch_size=0", "iters=0", "lr=0", "lambda_adv=-1",
+                                  "memory_size=0", "betas_d=0.9,1.5", "poly_iters=10"])
+def test_train_settings_out_of_range_are_refused(pair):
+    with pytest.raises(PhfaError, match=pair.split("=")[0]):
+        preset("toy").overrides([pair])
+
+
+@pytest.mark.parametrize("pair", ["batch_size=0", "ckpt_every=0", "preview_every=0", "crop=0x0", "lr=-1"])
+def test_translate_settings_out_of_range_are_refused(pair):
+    with pytest.raises(PhfaError, match=pair.split("=")[0]):
+        translate_preset("toy").overrides([pair])
+
+
+def test_cli_reports_a_bad_setting_in_one_line_before_any_folder(tmp_path):
+    cfg = tmp_path / "d.toml"
+    (tmp_path / "g/images").mkdir(parents=True)
+    cfg.write_text('[domains.gta5]\nformat = "gta5"\nroot = "g"\n')
+    r = runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(tmp_path / "R"), "--sources", "gta5",
+                            "--preset", "toy", "--set", "log_every=0"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "log_every" in r.output, r.output
+    assert not (tmp_path / "R").exists()
