@@ -101,3 +101,26 @@ def test_random_predictions_match_cityscapesscripts(tiny_data, tmp_path, fmt):
     ev.args.quiet = True
     cs = 100 * ev.evaluateImgLists(cs_pred, cs_gt, ev.args)["averageScoreClasses"]
     assert abs(m["miou"] - cs) < 1e-6
+
+
+def test_16_bit_and_colour_predictions_are_refused(tiny_data, tmp_path):
+    """16-bit maps would wrap modulo 256 (512 + trainId would score 100); colour images are no label maps."""
+    import cv2
+    cfg, truth = tiny_data
+    val = [(k, v) for k, v in truth["cityscapes"].items() if k[0] == "val"]
+    (tmp_path / "p16").mkdir()
+    for (split, name), g in val:
+        cv2.imwrite(str(tmp_path / "p16" / f"{name}_leftImg8bit.png"), g.astype(np.uint16) + 512)
+    with pytest.raises(PhfaError, match="16-bit image, not an 8-bit single-channel label map"):
+        evaluate_folder(load_data_config(cfg), "cityscapes", "val", tmp_path / "p16")
+    _write_preds(tmp_path / "rgb", val, lambda g: C.colorize(g))
+    with pytest.raises(PhfaError, match="RGB .colour. image"):
+        evaluate_folder(load_data_config(cfg), "cityscapes", "val", tmp_path / "rgb")
+
+
+def test_predictions_outside_the_classes_are_measured(tiny_data, tmp_path):
+    cfg, truth = tiny_data
+    val = [(k, v) for k, v in truth["cityscapes"].items() if k[0] == "val"]
+    _write_preds(tmp_path / "p", val, lambda g: np.full_like(g, 200))
+    m = evaluate_folder(load_data_config(cfg), "cityscapes", "val", tmp_path / "p")
+    assert m["outside_class_share"] == pytest.approx(1.0) and m["miou"] == 0

@@ -86,22 +86,20 @@ def evaluate_folder(cfg: DataConfig, domain: str, split: str, pred_dir: Path, cl
         else:  # 16-bit SYNTHIA ids: map first
             conf = metrics.confusion(pred_lut[pred], gt_lut[gt])
             unknown = int(gt.size - np.count_nonzero(formats.valid_ids(spec.format, gt)))
-        outside = int(np.count_nonzero(pred_lut[pred] >= C.NUM_CLASSES))
-        return conf, resized, unknown, outside, pred.size
+        return conf, resized, unknown
 
     conf = np.zeros((C.NUM_CLASSES, C.NUM_CLASSES + 1), np.int64)
-    resized = unknown = outside = total = 0
+    resized = unknown = 0
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as ex:
-        for c, r, u, o, n in ex.map(one, items):
+        for c, r, u in ex.map(one, items):
             conf += c
             resized += r
             unknown += u
-            outside += o
-            total += n
     result = metrics.summarize(conf, classes)
     result.update(domain=domain, split=split, images=len(items), pred_dir=str(pred_dir),
                   pred_format=pred_format, resized_predictions=resized, unknown_label_pixels=unknown,
-                  outside_class_share=outside / max(total, 1),
+                  # of the evaluated pixels, the share predicted outside the 19 classes (the extra column)
+                  outside_class_share=float(conf[:, C.NUM_CLASSES].sum() / max(conf.sum(), 1)),
                   confusion=conf.tolist())
     if out is not None:
         write_json(Path(out) / "metrics.json", result)
