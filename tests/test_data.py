@@ -1,4 +1,4 @@
-"""Readers (round trips in the real encodings), few-shot selection, bad inputs of DESIGN section 8."""
+"""Readers (round trips in the real encodings), few-shot selection, the bad inputs the README lists."""
 import numpy as np
 import pytest
 from PIL import Image
