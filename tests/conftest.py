@@ -97,3 +97,14 @@ def tiny_data(tmp_path):
         '[domains.cityscapes]\nformat = "cityscapes"\nroot = "cityscapes"\nfew_shot = 5\n'
         '[domains.mine]\nformat = "folder"\nroot = "mine"\n')
     return cfg, truth
+
+
+def write_tiny_domains(root: Path, few_shot: int = 4) -> Path:
+    """gta5, unity (SYNTHIA) and cityscapes at 64x32 in their real layouts, and their data config."""
+    write_gta5(root / "gta5", 6, size=(64, 32))
+    write_synthia(root / "unity", 6, size=(64, 32))
+    write_cityscapes(root / "cityscapes", 10, 3, size=(64, 32))
+    cfg = root / "d.toml"
+    cfg.write_text('[domains.gta5]\nformat = "gta5"\nroot = "gta5"\n[domains.unity]\nformat = "synthia"\nroot = "unity"\n'
+                   f'[domains.cityscapes]\nformat = "cityscapes"\nroot = "cityscapes"\nfew_shot = {few_shot}\n')
+    return cfg

@@ -16,13 +16,8 @@ TINY = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=6
 
 @pytest.fixture
 def tiny(tmp_path):
-    from tests.conftest import write_cityscapes, write_gta5, write_synthia
-    write_gta5(tmp_path / "gta5", 6, size=(64, 32))
-    write_synthia(tmp_path / "unity", 6, size=(64, 32))
-    write_cityscapes(tmp_path / "cityscapes", 10, 3, size=(64, 32))
-    cfg = tmp_path / "d.toml"
-    cfg.write_text('[domains.gta5]\nformat = "gta5"\nroot = "gta5"\n[domains.unity]\nformat = "synthia"\nroot = "unity"\n'
-                   '[domains.cityscapes]\nformat = "cityscapes"\nroot = "cityscapes"\nfew_shot = 4\n')
+    from tests.conftest import write_tiny_domains
+    cfg = write_tiny_domains(tmp_path)
     return tmp_path, cfg
 
 

@@ -57,14 +57,9 @@ def _fake_translate(stage):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tests.conftest import write_cityscapes, write_gta5, write_synthia
+    from tests.conftest import write_tiny_domains
     root = tmp_path_factory.mktemp("report")
-    write_gta5(root / "gta5", 6, size=(64, 32))
-    write_synthia(root / "unity", 6, size=(64, 32))
-    write_cityscapes(root / "cityscapes", 10, 3, size=(64, 32))
-    cfg = root / "d.toml"
-    cfg.write_text('[domains.gta5]\nformat = "gta5"\nroot = "gta5"\n[domains.unity]\nformat = "synthia"\nroot = "unity"\n'
-                   '[domains.cityscapes]\nformat = "cityscapes"\nroot = "cityscapes"\nfew_shot = 4\n')
+    cfg = write_tiny_domains(root)
     run = root / "runs/r"
     _adapt(cfg, run, "--sources", "gta5", "--no-adversarial", "--no-hierarchy")
     _adapt(cfg, run, "--sources", "unity,gta5")

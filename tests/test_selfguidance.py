@@ -18,14 +18,9 @@ TINY = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=6
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory):
     """A tiny run with a finished progressive adapt stage and its pseudo-labels."""
-    from tests.conftest import write_cityscapes, write_gta5, write_synthia
+    from tests.conftest import write_tiny_domains
     root = tmp_path_factory.mktemp("sg")
-    write_gta5(root / "gta5", 6, size=(64, 32))
-    write_synthia(root / "unity", 6, size=(64, 32))
-    write_cityscapes(root / "cityscapes", 10, 3, size=(64, 32))
-    cfg = root / "d.toml"
-    cfg.write_text('[domains.gta5]\nformat = "gta5"\nroot = "gta5"\n[domains.unity]\nformat = "synthia"\nroot = "unity"\n'
-                   '[domains.cityscapes]\nformat = "cityscapes"\nroot = "cityscapes"\nfew_shot = 4\n')
+    cfg = write_tiny_domains(root)
     run = root / "R"
     r = runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(run), "--sources", "unity,gta5",
                             "--iters", "2", *TINY])
