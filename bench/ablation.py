@@ -1,6 +1,7 @@
 """Toytown ablation (paper Table IV on the embedded benchmark): every variant, several seeds.
 
     .venv/bin/python bench/ablation.py --data data/toytown --out runs/ablation --seeds 0 1 2 [--jobs 2]
+    .venv/bin/python bench/ablation.py --only single phfa --phfa /other/checkout/phfa --out runs/ablation-other
 
 Runs, per seed, in RUN = OUT/s<seed> (toy preset, CPU, one thread per job, --jobs at once):
   so        phfa adapt --sources gta5 --no-adversarial --no-hierarchy           (FCN row)
@@ -70,15 +71,26 @@ def main():
     ap.add_argument("--iters", type=int, default=None, help="override iterations of every stage (smoke runs)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for adapt stages")
     ap.add_argument("--table-iv", action="store_true", help="only the paper's Table IV rows (and what they need)")
+    ap.add_argument("--phfa", default=None,
+                    help="the phfa executable to run (default: the one beside this Python); compare two "
+                         "checkouts with the same commands by pointing it at the other's")
     a = ap.parse_args()
     if a.table_iv and a.only is None:
         a.only = needed(TABLE_IV)
     cfg = Path(a.data) / "phfa-data.toml"
     if not cfg.is_file():
         sys.exit(f"{cfg} missing: run `phfa data synth --out {a.data}` first")
-    phfa = str(Path(sys.executable).with_name("phfa"))
+    phfa = a.phfa or str(Path(sys.executable).with_name("phfa"))
     names = a.only or list(VARIANTS)
-    todo = [(s, v) for s in a.seeds for v in names]
+    run_variants(phfa, cfg, Path(a.out), a.seeds, names, a.jobs, a.sets, a.iters)
+    table(Path(a.out), a.seeds, TABLE_IV if a.table_iv else ROWS)
+
+
+def run_variants(phfa: str, cfg: Path, out: Path, seeds: list[int], names: list[str], jobs: int,
+                 sets: list[str] = (), iters: int | None = None, preset: str = "toy") -> None:
+    """Run each (seed, variant) in OUT/s<seed>, `jobs` at a time with one thread each, dependencies
+    first; stages that already finished are skipped, a failed dependency skips its dependents."""
+    todo = [(s, v) for s in seeds for v in names]
     running: dict[tuple, subprocess.Popen] = {}
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.time()
@@ -88,9 +100,9 @@ def main():
                 del running[key]
                 print(f"[{time.time() - t0:6.0f}s] done {key} rc={p.returncode}", flush=True)
         for s, v in list(todo):
-            if len(running) >= a.jobs:
+            if len(running) >= jobs:
                 break
-            run = Path(a.out) / f"s{s}"
+            run = out / f"s{s}"
             stage, args, deps = VARIANTS[v]
             if finished(run, stage):
                 todo.remove((s, v))
@@ -103,18 +115,17 @@ def main():
                 continue
             cmd = [phfa, *args, "--config", str(cfg), "--run", str(run)]
             if args[0] not in NO_PRESET:
-                cmd += ["--preset", "toy", "--seed", str(s)]
+                cmd += ["--preset", preset, "--seed", str(s)]
             if args[0] in ("adapt", "retrain"):
-                cmd += [x for kv in a.sets for x in ("--set", kv)]
-            if a.iters is not None and args[0] not in NO_PRESET:
-                cmd += ["--iters", str(a.iters)]
+                cmd += [x for kv in sets for x in ("--set", kv)]
+            if iters is not None and args[0] not in NO_PRESET:
+                cmd += ["--iters", str(iters)]
             run.mkdir(parents=True, exist_ok=True)
             log = open(run / f"{v}.log", "w")
             print(f"[{time.time() - t0:6.0f}s] start {v} seed {s}: {' '.join(cmd[1:])}", flush=True)
             running[(s, v)] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             todo.remove((s, v))
         time.sleep(2)
-    table(Path(a.out), a.seeds, TABLE_IV if a.table_iv else ROWS)
 
 
 def needed(rows: list[str]) -> list[str]:

@@ -33,7 +33,8 @@ class TrainConfig:
     # --- optimisation (Table I). D, both optimisers, the poly schedule and the feature memories
     # restart at every progressive phase (paper III-B): each phase decays from lr over its own horizon.
     iters: int = 120_000                     # iterations per phase: where training stops (scripts: 150k-200k)
-    lr: float = 1e-4                         # SGD initial lr; classifier uses 10x
+    optimizer: str = "sgd"                   # segmentor optimiser: sgd (the reference) or adamw (from scratch)
+    lr: float = 1e-4                         # initial lr; classifier uses 10x
     momentum: float = 0.9                    # SGD momentum
     weight_decay: float = 5e-4               # SGD weight decay
     poly_power: float = 0.9                  # lr = lr0 * (1 - it/horizon)^power, for segmentor and D
@@ -180,6 +181,10 @@ def validate(cfg) -> None:
         raise PhfaError(f"--align: unknown level '{bad[0]}' (choose from {', '.join(ALIGN_LEVELS)})")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise PhfaError(f"--precision must be auto, bf16 or fp32, not '{cfg.precision}'")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise PhfaError(f"--set optimizer={cfg.optimizer}: choose sgd or adamw")
+    if cfg.optimizer == "adamw" and not cfg.momentum < 1:
+        raise PhfaError(f"--set momentum={cfg.momentum}: adamw uses it as beta1, which lies in [0, 1)")
     if cfg.adversarial and min(*cfg.source_size, *cfg.target_size) < 32:
         raise PhfaError(f"image sizes {cfg.source_size} / {cfg.target_size} are too small for the output-space "
                         "discriminator (at least 32 pixels a side); raise source_size/target_size")

@@ -268,8 +268,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         # --- a fresh D, optimisers, schedules and memory per phase, seeded by (seed, phase)
         torch.manual_seed(stream_seed(cfg.seed, pi, 2))
         D = OutputDiscriminator(C.NUM_CLASSES).to(device) if ph.adversarial else None
-        opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
+        opt = make_optimizer(cfg, model)
         horizon = cfg.poly_iters or ph.iters
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly_schedule(horizon, cfg.poly_power))]
         opt_d = None
@@ -335,6 +334,15 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         state.phase, state.it = pi + 1, 0
         snapshot(ph.iters, phase_done=True)  # the weights the next phase (or final.pt) starts from
     return state
+
+
+def make_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
+    """The segmentor's optimiser over its parameter groups (classifier at 10x lr): SGD with
+    momentum as in the reference code, or AdamW (momentum as beta1) for from-scratch toy runs."""
+    groups = model.param_groups(cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it, tgt_it, device,

@@ -73,3 +73,34 @@ def test_loader_speed_smoke():
                        text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "prepared" in r.stdout and "pairs/s" in r.stdout
+
+
+def test_class_widths_runs_by_hand():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from class_widths import run_widths
+
+    m = np.array([[1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]], bool)
+    assert sorted(run_widths(m).tolist()) == [1, 2, 3]   # runs never join across rows
+    assert run_widths(np.ones((2, 5), bool)).tolist() == [5, 5]
+
+
+@pytest.mark.slow
+def test_calibrate_smoke(tmp_path):
+    """bench/calibrate.py runs source-only and oracle, evaluates on a held-out source and records a line."""
+    import json
+
+    phfa = str(Path(sys.executable).with_name("phfa"))
+    subprocess.run([phfa, "data", "synth", "--out", str(tmp_path / "t"), "--count", "unity=1", "--count", "gta5=4",
+                    "--count", "cityscapes_train=4", "--count", "cityscapes_val=2"], check=True, capture_output=True)
+    rec = tmp_path / "rec.jsonl"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "calibrate.py"), "--data", str(tmp_path / "t"),
+                        "--out", str(tmp_path / "c"), "--seeds", "0", "--jobs", "1", "--iters", "1",
+                        "--heldout-count", "3", "--record", str(rec), "--label", "smoke"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "source-only, held-out source" in r.stdout and "MISSED" in r.stdout  # 1 iteration misses the goals
+    line = json.loads(rec.read_text())
+    assert line["label"] == "smoke" and len(line["oracle"]) == len(line["so_source"]) == 1
+    assert (tmp_path / "c" / "s0" / "adapt-noadv-nohier" / "eval-heldout-gta5" / "metrics.json").is_file()

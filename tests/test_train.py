@@ -30,6 +30,25 @@ def test_poly_lr_of_each_param_group_after_k_steps():
     assert train.poly_schedule(10, 0.9)(10) == 0.0 and train.poly_schedule(10, 0.9)(12) == 0.0
 
 
+def test_optimizer_choice_keeps_the_classifier_at_ten_times_the_lr():
+    """sgd (default) and adamw both take the model's two groups at lr and 10 lr; adamw's beta1 is
+    `momentum`; anything else, or a momentum adamw cannot use, is one sentence."""
+    model = build_deeplab("resnet18", 19, "none")
+    cfg = dataclasses.replace(preset("toy"), lr=0.002, momentum=0.8, weight_decay=1e-4)
+    sgd = train.make_optimizer(cfg, model)
+    adamw = train.make_optimizer(dataclasses.replace(cfg, optimizer="adamw"), model)
+    assert type(sgd) is torch.optim.SGD and type(adamw) is torch.optim.AdamW
+    for opt in (sgd, adamw):
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.002, 0.02])
+        assert all(g["weight_decay"] == 1e-4 for g in opt.param_groups)
+    assert adamw.param_groups[0]["betas"] == (0.8, 0.999)
+    from pipeline.config import validate
+    from pipeline.errors import PhfaError
+    for bad, word in (({"optimizer": "adam"}, "optimizer=adam"), ({"optimizer": "adamw", "momentum": 1.0}, "momentum")):
+        with pytest.raises(PhfaError, match=word):
+            validate(dataclasses.replace(cfg, **bad))
+
+
 def test_flips_keep_image_and_label_paired(tmp_path):
     """A flipped sample flips image and label together (a class at the left edge stays under its pixels)."""
     h, w = 4, 6
