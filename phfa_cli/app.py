@@ -45,6 +45,7 @@ def data_synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write toytown into.")],
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
     count: Annotated[Optional[list[str]], typer.Option("--count", metavar="NAME=N", help="Images per set, e.g. gta5=1000 (unity, gta5, cityscapes_train, cityscapes_val).")] = None,
+    thicken: Annotated[float, typer.Option(help="Widen poles, lights, signs, people and two-wheelers this many times (1-8), in every domain; 1 = as drawn.")] = 1.0,
 ):
     """Generate the toytown benchmark (unity/SYNTHIA, gta5/GTA5, cityscapes layouts + phfa-data.toml)."""
     from pipeline.data import toytown
@@ -63,7 +64,7 @@ def data_synth(
             if name not in tasks:
                 tasks[name] = prog.add_task(name, total=total)
             prog.update(tasks[name], completed=done)
-        summary = toytown.generate(out_dir, seed=seed, counts=counts or None, progress=cb)
+        summary = toytown.generate(out_dir, seed=seed, counts=counts or None, progress=cb, thicken=thicken)
     t = Table(title=f"toytown (seed {escape(str(seed))}) written to {escape(str(out_dir))}", title_justify="left")
     t.add_column("domain/split")
     t.add_column("images", justify="right")

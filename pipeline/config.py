@@ -18,7 +18,7 @@ ALIGN_LEVELS = ("object", "category", "background")
 @dataclass
 class TrainConfig:
     # --- model (docs/method.md, "Segmentor")
-    backbone: str = "resnet101"              # resnet101 (paper) | resnet50 | resnet18
+    backbone: str = "resnet101"              # resnet101 (paper) | resnet50 | resnet18 | resnet18-l3 (no layer4)
     pretrained: str = "imagenet"             # imagenet | none | PATH: a state dict; the reference
                                              # DeepLab_resnet_pretrained_init-f81d91e8.pth (keys Scale.*)
                                              # builds the Caffe variant (strides, 0-255 BGR input)
@@ -28,6 +28,8 @@ class TrainConfig:
     target_size: tuple[int, int] = (1024, 512)   # (W, H) target images for training and inference
     batch_size: int = 1                      # images per domain per iteration
     hflip: bool = False                      # random horizontal flips (paired image/label)
+    photometric: bool = False                # random brightness/contrast/saturation, blur, noise on training
+                                             # images of every domain alike (toy calibration; paper: off)
     workers: int = 4                         # DataLoader workers (0 = in-process)
     cache: bool = False                      # keep decoded, resized images in memory (small data)
     # --- optimisation (Table I). D, both optimisers, the poly schedule and the feature memories

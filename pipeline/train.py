@@ -89,10 +89,11 @@ class State:
 
 
 class StreamSampler(Sampler):
-    """Infinite stream of (index, flip) whose k-th element depends only on (seed, k).
+    """Infinite stream of (index, flip, augmentation seed) whose k-th element depends only on (seed, k).
 
     Each epoch is a permutation drawn from a generator seeded by (seed, epoch), so resuming at
-    batch k needs no saved sampler state."""
+    batch k needs no saved sampler state. The augmentation seed of stream position p is
+    (seed, p) folded into one integer (the dataset uses it only when photometric is on)."""
 
     def __init__(self, n: int, batch: int, seed: int, start_batch: int = 0, rank: int = 0, world: int = 1):
         self.n, self.batch, self.seed, self.start = n, batch, seed, start_batch
@@ -102,7 +103,7 @@ class StreamSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
         return torch.randperm(self.n, generator=g).tolist(), (torch.rand(self.n, generator=g) < 0.5).tolist()
 
-    def __iter__(self) -> Iterator[tuple[int, bool]]:
+    def __iter__(self) -> Iterator[tuple[int, bool, int]]:
         e, cache = -1, None
         k = self.start
         while True:
@@ -112,7 +113,7 @@ class StreamSampler(Sampler):
                 if ep != e:
                     e, cache = ep, self.epoch(ep)
                 perm, flips = cache
-                yield perm[p % self.n], flips[p % self.n]
+                yield perm[p % self.n], flips[p % self.n], abs(self.seed) * 1_000_003 + p
             k += 1
 
 

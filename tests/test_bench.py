@@ -88,19 +88,25 @@ def test_class_widths_runs_by_hand():
 
 @pytest.mark.slow
 def test_calibrate_smoke(tmp_path):
-    """bench/calibrate.py runs source-only and oracle, evaluates on a held-out source and records a line."""
+    """bench/calibrate.py runs source-only and oracle, evaluates on a held-out source made with the
+    data's generator options and records a line (with the short trunk, end to end)."""
     import json
 
     phfa = str(Path(sys.executable).with_name("phfa"))
     subprocess.run([phfa, "data", "synth", "--out", str(tmp_path / "t"), "--count", "unity=1", "--count", "gta5=4",
-                    "--count", "cityscapes_train=4", "--count", "cityscapes_val=2"], check=True, capture_output=True)
+                    "--count", "cityscapes_train=4", "--count", "cityscapes_val=2", "--thicken", "2"],
+                   check=True, capture_output=True)
     rec = tmp_path / "rec.jsonl"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "calibrate.py"), "--data", str(tmp_path / "t"),
                         "--out", str(tmp_path / "c"), "--seeds", "0", "--jobs", "1", "--iters", "1",
-                        "--heldout-count", "3", "--record", str(rec), "--label", "smoke"],
+                        "--heldout-count", "3", "--record", str(rec), "--label", "smoke",
+                        "--set", "backbone=resnet18-l3"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "source-only, held-out source" in r.stdout and "MISSED" in r.stdout  # 1 iteration misses the goals
     line = json.loads(rec.read_text())
     assert line["label"] == "smoke" and len(line["oracle"]) == len(line["so_source"]) == 1
+    assert line["generator"] == ["--thicken", "2"] and line["sets"] == ["backbone=resnet18-l3"]
+    held = list((tmp_path / "c").glob("heldout-gta5-*/phfa-data.toml"))   # made with the data's --thicken
+    assert len(held) == 1 and "--thicken 2" in held[0].read_text()
     assert (tmp_path / "c" / "s0" / "adapt-noadv-nohier" / "eval-heldout-gta5" / "metrics.json").is_file()

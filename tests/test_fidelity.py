@@ -82,7 +82,7 @@ class _Tiny(Dataset):
         return len(self.x)
 
     def __getitem__(self, key):
-        i, _ = key
+        i = key[0]
         return self.x[i], self.y[i], f"img{i}"
 
 

@@ -22,7 +22,8 @@ def r18() -> DeepLabV2:
     return build_deeplab("resnet18", num_classes=19).eval()
 
 
-@pytest.mark.parametrize("backbone,dim", [("resnet18", 512), ("resnet50", 2048), ("resnet101", 2048)])
+@pytest.mark.parametrize("backbone,dim", [("resnet18", 512), ("resnet18-l3", 256), ("resnet50", 2048),
+                                          ("resnet101", 2048)])
 def test_output_stride_8_and_feature_dim(backbone, dim):
     model = build_deeplab(backbone, num_classes=7).eval()
     assert model.feature_dim == dim
@@ -125,6 +126,28 @@ def test_imagenet_from_hub_cache(tmp_path, monkeypatch):
     report = model.load_report
     assert report["matched_backbone"] == report["backbone_total"]
     assert report["unexpected"] == [] and sorted(report["ignored"]) == ["fc.bias", "fc.weight"]
+
+
+def test_short_trunk_is_resnet18_without_layer4(tmp_path, monkeypatch):
+    # resnet18-l3: the same conv1..layer3 (dilated layer3), no layer4 tensors; ImageNet resnet18
+    # weights fill its three stages and layer4's tensors are reported as unexpected.
+    model = build_deeplab("resnet18-l3", num_classes=19)
+    names = [k for k in model.state_dict() if k.startswith("backbone.")]
+    assert names and not any(k.startswith("backbone.layer4.") for k in names)
+    full = build_deeplab("resnet18", num_classes=19).state_dict()
+    assert set(names) == {k for k in full if k.startswith("backbone.") and ".layer4." not in k}
+    assert model.backbone.layer3[0].conv1.dilation == (2, 2)
+    assert model.classifier.branches[0].in_channels == 256
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    ref = torchvision.models.resnet18(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "checkpoints" / os.path.basename(deeplab._imagenet_url("resnet18-l3")))
+    with pytest.warns(UserWarning, match="unexpected"):
+        model = build_deeplab("resnet18-l3", pretrained="imagenet")
+    assert torch.equal(model.backbone.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
+    report = model.load_report
+    assert report["matched_backbone"] == report["backbone_total"]
+    assert report["unexpected"] and all(k.startswith("backbone.layer4.") for k in report["unexpected"])
 
 
 def test_pretrained_path_torchvision_keys(tmp_path):

@@ -155,7 +155,7 @@ def test_regenerating_smaller_removes_only_its_own_stale_files(tmp_path):
 
 
 @pytest.mark.parametrize("kw", [{"seed": -1}, {"counts": {"gta": 3}}, {"counts": {"gta5": -2}},
-                                {"counts": {"cityscapes_val": 0}}])
+                                {"counts": {"cityscapes_val": 0}}, {"thicken": 0.5}, {"thicken": 9}])
 def test_bad_arguments(tmp_path, kw):
     with pytest.raises(PhfaError):
         T.generate(tmp_path / "t", **kw)
@@ -250,3 +250,39 @@ def test_golden_digests(tmp_path):
     T.generate(out, seed=0, counts=GOLDEN_COUNTS, workers=1)
     got = _digests(out)
     assert {rel: got.get(rel) for rel in GOLDEN} == GOLDEN
+
+
+def test_thickened_widens_thin_parts_by_hand():
+    from pipeline.data.toytown.ids import CAR, POLE
+    from pipeline.data.toytown.objects import FLAT, Obj, quad_z, thickened
+
+    pole = quad_z(1.95, 2.05, 0.0, 6.0, 10.0)          # 0.10 m wide, 6 m tall: x scaled
+    arm = quad_z(2.0, 4.0, 5.9, 6.0, 10.0)             # 2 m long, 0.10 m thick: y scaled
+    fat = quad_z(0.0, 0.4, 0.0, 6.0, 10.0)             # 0.40 m: capped at 0.5 m (x1.25)
+    obj = Obj(10.0, [(pole, POLE, np.ones(3), FLAT), (arm, POLE, np.ones(3), FLAT), (fat, POLE, np.ones(3), FLAT)])
+    t = thickened(obj, 3.0)
+    (p, _, _, _), (a, _, _, _), (f, _, _, _) = t.prims
+    assert np.allclose(sorted(set(p[:, 0])), [1.85, 2.15]) and np.allclose(p[:, 1], pole[:, 1])
+    assert np.allclose(sorted(set(a[:, 1])), [5.8, 6.1]) and np.allclose(a[:, 0], arm[:, 0])
+    assert np.allclose(sorted(set(f[:, 0])), [-0.05, 0.45])
+    assert np.allclose(p[:, 2], 10.0)
+    car = Obj(10.0, [(pole, CAR, np.ones(3), FLAT)])    # not a thin thing: untouched
+    assert thickened(car, 3.0) is car
+    assert thickened(obj, 1.0) is obj
+
+
+def test_thicken_widens_thin_classes_in_every_domain(tmp_path):
+    counts = {"unity": 4, "gta5": 4, "cityscapes_train": 4, "cityscapes_val": 1}
+    pole_syn = C.TRAIN_ID_TO_SYNTHIA_ID[5]
+    share = {}
+    for f in (1, 3):
+        out = tmp_path / f"t{f}"
+        T.generate(out, seed=0, counts=counts, workers=1, thicken=f)
+        city = [np.array(Image.open(p)) for p in sorted((out / "cityscapes" / "gtFine" / "train").rglob("*.png"))]
+        gta = [np.array(Image.open(p)) for p in sorted((out / "gta5" / "labels").glob("*.png"))]
+        syn = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED)[..., 2] for p in sorted((out / "unity" / "GT" / "LABELS").glob("*.png"))]
+        share[f] = [np.mean([(lab == 17).mean() for lab in city]), np.mean([(lab == 17).mean() for lab in gta]),
+                    np.mean([(lab == pole_syn).mean() for lab in syn])]   # label id 17 = pole
+    assert all(t > 1.5 * o > 0 for o, t in zip(share[1], share[3])), share
+    assert "--thicken 3" in (tmp_path / "t3" / "phfa-data.toml").read_text()
+    assert "--thicken" not in (tmp_path / "t1" / "phfa-data.toml").read_text()

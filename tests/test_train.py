@@ -70,7 +70,46 @@ def test_flips_keep_image_and_label_paired(tmp_path):
     it = iter(s)
     first = [next(it) for _ in range(10)]
     assert first == [x for _, x in zip(range(10), iter(train.StreamSampler(5, 2, 3)))]
-    assert {f for _, f in first} == {True, False}
+    assert {f for _, f, _ in first} == {True, False}
+    assert len({a for _, _, a in first}) == 10          # one augmentation seed per stream position
+    again = iter(train.StreamSampler(5, 2, 3, start_batch=2))   # resuming at batch 2: same elements
+    assert [next(again) for _ in range(6)] == first[4:10]
+
+
+def test_photometric_by_hand():
+    """A uniform grey image keeps its contrast and saturation: only brightness (and noise) change it."""
+    from pipeline.data.transforms import photometric
+
+    img = np.full((6, 8, 3), 100, np.uint8)
+    seen = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        b = rng.uniform(0.7, 1.3, 3)[0]
+        _, noise = rng.random(2) < 0.5
+        if noise:
+            continue
+        seen += 1
+        assert (photometric(img, seed) == np.uint8(round(100 * b))).all()
+    assert seen >= 3
+    col = np.zeros((6, 8, 3), np.uint8)
+    col[..., 0] = 200                                  # pure red: saturation moves it towards grey or away
+    outs = {photometric(col, s).tobytes() for s in range(5)}
+    assert len(outs) == 5 and photometric(col, 7).tobytes() == photometric(col, 7).tobytes()
+
+
+def test_photometric_only_when_set_and_labels_untouched(tmp_path):
+    img = (np.random.default_rng(0).random((4, 6, 3)) * 255).astype(np.uint8)
+    lab = np.arange(24, dtype=np.uint8).reshape(4, 6) % 19
+    pngio.write_png(tmp_path / "images" / "a.png", img)
+    pngio.write_png(tmp_path / "labels" / "a.png", lab)
+    spec = DomainSpec("f", "folder", tmp_path)
+    plain = SegDataset(spec, "all", None, labels=True)
+    aug = SegDataset(spec, "all", None, labels=True, photometric=True)
+    x0, y0, _ = plain[(0, False, 11)]
+    x1, y1, _ = aug[(0, False, 11)]
+    x2, _, _ = aug[(0, False)]                         # no seed from the sampler: no change
+    assert torch.equal(x0, x2) and not torch.equal(x0, x1) and torch.equal(y0, y1)
+    assert torch.equal(x1, aug[(0, False, 11)][0])     # a function of the seed alone
 
 
 def test_components_are_numbered_per_image_in_a_batch():

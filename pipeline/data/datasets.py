@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from pipeline import classes as C
 from pipeline.data import formats, pngio, prepare
 from pipeline.data.dataconfig import DomainSpec
-from pipeline.data.transforms import to_tensor
+from pipeline.data.transforms import photometric, to_tensor
 from pipeline.errors import PhfaError
 from pipeline.runtime.atomic import write_text
 
@@ -59,8 +59,9 @@ class SegDataset(Dataset):
 
     def __init__(self, spec: DomainSpec, split: str, size: tuple[int, int] | None = None,
                  labels: bool = True, names: list[str] | None = None, hflip: bool = False,
-                 cache: bool = False):
+                 cache: bool = False, photometric: bool = False):
         self.spec, self.split, self.size, self.labels, self.hflip = spec, split, size, labels, hflip
+        self.photometric = photometric
         items = samples(spec, split)
         if names is not None:
             by = {s.name: s for s in items}
@@ -88,10 +89,13 @@ class SegDataset(Dataset):
         return pair
 
     def __getitem__(self, key):
-        # key = index, or (index, flip) from pipeline.train.StreamSampler: the flip is decided
-        # by the sampler so that the data stream is a function of (seed, iteration) alone.
-        i, flip = key if isinstance(key, tuple) else (key, False)
+        # key = index, or (index, flip[, augmentation seed]) from pipeline.train.StreamSampler:
+        # flips and photometric changes are decided by the sampler, so that the data stream is a
+        # function of (seed, iteration) alone.
+        i, flip, aug = (*key, None)[:3] if isinstance(key, tuple) else (key, False, None)
         img, lab = self._load(i)
+        if self.photometric and aug is not None:
+            img = photometric(img, aug)
         if lab is None:
             lab = np.full(img.shape[:2], C.IGNORE, dtype=np.uint8)
         if flip and self.hflip:

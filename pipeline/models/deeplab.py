@@ -49,7 +49,12 @@ import torchvision
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PhfaError
 
-BACKBONES: tuple[str, ...] = ("resnet18", "resnet50", "resnet101")
+BACKBONES: tuple[str, ...] = ("resnet18", "resnet18-l3", "resnet50", "resnet101")
+# Trunks that stop after layer3, with the torchvision network they are cut from. Not DeepLab-v2:
+# a from-scratch calibration aid for the toy setting (docs/toytown-calibration.md), where
+# layer4 at output stride 8 is 69 % of the multiply-adds and did not help the oracle.
+SHORT_TRUNKS: dict[str, str] = {"resnet18-l3": "resnet18"}
+FEATURE_DIM: dict[str, int] = {"resnet18": 512, "resnet18-l3": 256}   # others: 2048
 ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
 
 # Fewer matching backbone tensors than this fraction means the file is some other network.
@@ -153,7 +158,8 @@ class DeepLabV2(nn.Module):
     """DeepLab-v2 with output stride 8. ``forward(x) -> (features, logits)``.
 
     features: layer4 output [B, feature_dim, ceil(H/8), ceil(W/8)] (feature_dim 512 for
-    resnet18, 2048 for resnet50/101); logits: [B, num_classes, ceil(H/8), ceil(W/8)].
+    resnet18, 2048 for resnet50/101; layer3's 256 for the short trunk resnet18-l3);
+    logits: [B, num_classes, ceil(H/8), ceil(W/8)].
 
     ``freeze_bn=True`` (paper preset, batch 1): BatchNorm layers always run in eval mode with
     their running statistics, and their affine parameters are not trained. ``False`` (toy
@@ -174,12 +180,14 @@ class DeepLabV2(nn.Module):
             raise PhfaError(f"the number of classes must be at least 1, got {num_classes}")
         if variant not in VARIANTS:
             raise PhfaError(f"unknown DeepLab-v2 variant '{variant}': choose one of {', '.join(VARIANTS)}")
-        resnet = getattr(torchvision.models, backbone)(weights=None)
+        resnet = getattr(torchvision.models, SHORT_TRUNKS.get(backbone, backbone))(weights=None)
         _dilate(resnet.layer3, 2)
         _dilate(resnet.layer4, 4)
         self.backbone_name = backbone
         self.num_classes = num_classes
-        self.feature_dim = 512 if backbone == "resnet18" else 2048
+        self.feature_dim = FEATURE_DIM.get(backbone, 2048)
+        if backbone in SHORT_TRUNKS:
+            resnet.layer4 = nn.Identity()   # features come from layer3 (still output stride 8)
         self.backbone = ResNetTrunk(resnet)
         self.classifier = ASPPClassifier(self.feature_dim, num_classes)
         self.freeze_bn = freeze_bn
@@ -263,6 +271,7 @@ class DeepLabV2(nn.Module):
 
 
 def _imagenet_url(backbone: str) -> str:
+    backbone = SHORT_TRUNKS.get(backbone, backbone)   # a short trunk loads its first three stages
     weights = {
         "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
         "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
@@ -356,7 +365,7 @@ def _not_a_weight(k: str) -> bool:
 
 
 # Blocks in layer3 per backbone: tells a resnet101 file from a resnet50 one by its keys.
-_LAYER3_BLOCKS = {"resnet18": 2, "resnet50": 6, "resnet101": 23}
+_LAYER3_BLOCKS = {"resnet18": 2, "resnet18-l3": 2, "resnet50": 6, "resnet101": 23}
 
 
 def _layer3_blocks(keys) -> int:
