@@ -35,10 +35,11 @@ def photometric(img: np.ndarray, seed: int) -> np.ndarray:
     b, c, s = rng.uniform(0.7, 1.3, 3)
     blur, noise = rng.random(2) < 0.5
     sigma, std = rng.uniform(0.3, 1.2), rng.uniform(0.0, 8.0)
+    luma = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R BT.601 grey
     x = img.astype(np.float32) * b
-    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = (x - grey.mean()) * c + grey.mean()
-    grey = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    mean_grey = float((x @ luma).mean())
+    x = (x - mean_grey) * c + mean_grey
+    grey = (x @ luma)[..., None]
     x = grey + (x - grey) * s
     if blur:
         x = cv2.GaussianBlur(x, (0, 0), sigma)
