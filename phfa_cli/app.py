@@ -45,7 +45,7 @@ def data_synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write toytown into.")],
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
     count: Annotated[Optional[list[str]], typer.Option("--count", metavar="NAME=N", help="Images per set, e.g. gta5=1000 (unity, gta5, cityscapes_train, cityscapes_val).")] = None,
-    thicken: Annotated[float, typer.Option(help="Widen poles, lights, signs, people and two-wheelers this many times (1-8), in every domain; 1 = as drawn.")] = 1.0,
+    thicken: Annotated[float, typer.Option(help="Widen poles, lights, signs, people and two-wheelers this many times (1-8), in every domain; 1 = as drawn, 3 = calibrated default.")] = 3.0,
 ):
     """Generate the toytown benchmark (unity/SYNTHIA, gta5/GTA5, cityscapes layouts + phfa-data.toml)."""
     from pipeline.data import toytown

@@ -35,6 +35,8 @@ class TrainConfig:
     # --- optimisation (Table I). D, both optimisers, the poly schedule and the feature memories
     # restart at every progressive phase (paper III-B): each phase decays from lr over its own horizon.
     iters: int = 120_000                     # iterations per phase: where training stops (scripts: 150k-200k)
+    aux_share: float = 1.0                   # iterations of each earlier (auxiliary) progressive phase, as a
+                                             # share of iters (paper: 1; toy: 0.5 to fit the 30-minute chain)
     optimizer: str = "sgd"                   # segmentor optimiser: sgd (the reference) or adamw (from scratch)
     lr: float = 1e-4                         # initial lr; classifier uses 10x
     momentum: float = 0.9                    # SGD momentum
@@ -44,6 +46,8 @@ class TrainConfig:
                                              # iters (lr there: lr0 * 0.52^0.9); 0 = iters; else >= iters
     lr_d: float = 1e-4                       # discriminator Adam lr (reference value; Table I blank)
     betas_d: tuple[float, float] = (0.9, 0.99)  # discriminator Adam betas (Table I)
+    d_ndf: int = 64                          # output-space discriminator width, channels of its first layer
+                                             # (AdaptSegNet: 64; toy: 32, a third of a CPU step at 64)
     # --- loss weights (Table I, Eq. 10/11)
     lambda_seg: float = 1.0                  # source (and pseudo-label) cross-entropy
     lambda_adv: float = 0.01                 # output-space adversarial loss on target
@@ -78,12 +82,15 @@ class TrainConfig:
 
 PRESETS: dict[str, dict] = {
     "paper": {},  # the dataclass defaults are Table I at full size
-    # Toy: the embedded toytown on 2 CPU cores. Trained from scratch, so trainable BN with
-    # batch 4 and a larger lr; ~1/8 of the paper's resolutions.
-    "toy": dict(backbone="resnet18", pretrained="none", freeze_bn=False,
-                source_size=(160, 88), target_size=(128, 64), batch_size=4, hflip=True,
-                workers=0, cache=True, iters=500, poly_iters=0, lr=0.005, lr_d=1e-4,
-                log_every=25, ckpt_every=100),
+    # Toy: the embedded toytown on 2 CPU cores, calibrated on the rows without adaptation
+    # (docs/toytown-calibration.md). Trained from scratch: trainable BN, batch 4, AdamW; ResNet-18
+    # without layer4 at output stride 8; toytown's native 256x128 (1/4 of the paper's sides);
+    # photometric augmentation on every domain alike; the chain fits 30 minutes with D at width 32
+    # and the auxiliary progressive phase at half the primary's iterations.
+    "toy": dict(backbone="resnet18-l3", pretrained="none", freeze_bn=False,
+                source_size=(240, 132), target_size=(256, 128), batch_size=4, hflip=True, photometric=True,
+                workers=0, cache=True, iters=1000, aux_share=0.5, poly_iters=0, optimizer="adamw", lr=1e-3,
+                lr_d=1e-4, d_ndf=32, log_every=50, ckpt_every=250),
 }
 
 
@@ -142,7 +149,7 @@ def apply_overrides(cfg, pairs: list[str]):
 _AT_LEAST = {
     "batch_size": 1, "iters": 1, "log_every": 1, "ckpt_every": 1, "preview_every": 1, "workers": 0,
     "memory_size": 1, "memory_size_object": 0, "object_top_k": 0, "poly_iters": 0, "n_blocks": 0,
-    "ngf": 1, "ndf": 1, "pool_size": 0, "seed": 0,
+    "ngf": 1, "ndf": 1, "d_ndf": 1, "pool_size": 0, "seed": 0,
 }
 _POSITIVE = ("lr", "lr_d", "poly_power")
 _NON_NEGATIVE = ("momentum", "weight_decay", "lambda_seg", "lambda_adv", "lambda_d", "lambda_class", "lambda_obj",
@@ -192,6 +199,9 @@ def validate(cfg) -> None:
                         "discriminator (at least 32 pixels a side); raise source_size/target_size")
     if cfg.iters < 1 or cfg.batch_size < 1:
         raise PhfaError("iters and batch_size must be at least 1")
+    if not 0 < cfg.aux_share <= 1:
+        raise PhfaError(f"--set aux_share={cfg.aux_share}: the share of iters an earlier progressive phase runs "
+                        "lies in (0, 1]")
     if cfg.poly_iters != 0 and cfg.poly_iters < cfg.iters:
         raise PhfaError(f"poly_iters {cfg.poly_iters} is shorter than iters {cfg.iters}: the learning rate would "
                         f"reach 0 before the end; set poly_iters=0 (decay over iters) or at least {cfg.iters}")
@@ -216,6 +226,8 @@ class TranslateConfig:
     ngf: int = 64                            # generator width
     ndf: int = 64                            # PatchGAN width
     n_blocks: int = 9                        # generator residual blocks
+    residual: bool = False                   # generators output a change to their input, starting at zero
+                                             # (toy: a 2-core budget cannot learn to redraw edges; paper: off)
     lr: float = 2e-4                         # Adam lr, linear decay over the second half
     beta1: float = 0.5                       # Adam beta1
     beta2: float = 0.999                     # Adam beta2
@@ -253,7 +265,7 @@ class TranslateConfig:
 
 TRANSLATE_PRESETS: dict[str, dict] = {
     "paper": {},
-    "toy": dict(ngf=16, ndf=32, n_blocks=3, crop=(96, 64), source_size=(160, 88), target_size=(128, 64),
+    "toy": dict(ngf=16, ndf=32, n_blocks=3, residual=True, crop=(96, 64), source_size=(240, 132), target_size=(256, 128),
                 batch_size=2, workers=0, cache=True, iters=300, log_every=25, ckpt_every=100, preview_every=100),
 }
 

@@ -268,7 +268,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         start_it = state.it if pi == state.phase else 0
         # --- a fresh D, optimisers, schedules and memory per phase, seeded by (seed, phase)
         torch.manual_seed(stream_seed(cfg.seed, pi, 2))
-        D = OutputDiscriminator(C.NUM_CLASSES).to(device) if ph.adversarial else None
+        D = OutputDiscriminator(C.NUM_CLASSES, ndf=cfg.d_ndf).to(device) if ph.adversarial else None
         opt = make_optimizer(cfg, model)
         horizon = cfg.poly_iters or ph.iters
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly_schedule(horizon, cfg.poly_power))]

@@ -33,12 +33,13 @@ def test_progressive_adapt_writes_stage(tiny):
     assert man["status"] == "finished"
     assert [p["name"] for p in man["phases"]] == ["1-unity", "2-gta5"]
     assert man["phases"][0]["align"] == [] and man["phases"][1]["align"] == ["object", "category", "background"]
-    assert all(p["iters"] == 2 for p in man["phases_done"])
+    # the toy preset's aux_share 0.5: the unity phase runs half the iterations, gta5 all of them
+    assert [p["iters"] for p in man["phases_done"]] == [1, 2]
     assert "target_val_miou" in man["metrics"]
     ck = torch.load(root / "runs/a/adapt/final.pt", weights_only=True)
-    assert ck["arch"]["backbone"] == "resnet18"
+    assert ck["arch"]["backbone"] == "resnet18-l3"  # the toy preset's
     lines = (root / "runs/a/adapt/metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 4 and "obj" in json.loads(lines[-1])
+    assert len(lines) == 3 and "obj" in json.loads(lines[-1])
     assert len((root / "runs/a/fewshot-cityscapes.txt").read_text().split("\n")) >= 4
     # eval --run on that stage
     r = runner.invoke(app, ["eval", "--config", str(cfg), "--run", str(root / "runs/a"), "--stage", "adapt",

@@ -18,7 +18,8 @@ def test_presets_are_valid():
 
 @pytest.mark.parametrize("pair", ["source_size=0x0", "source_size=-8x8", "target_size=64", "ckpt_every=0",
                                   "log_every=0", "workers=-1", "batch_size=0", "iters=0", "lr=0", "lambda_adv=-1",
-                                  "memory_size=0", "betas_d=0.9,1.5", "poly_iters=10"])
+                                  "memory_size=0", "betas_d=0.9,1.5", "poly_iters=10", "aux_share=0",
+                                  "aux_share=1.5", "d_ndf=0"])
 def test_train_settings_out_of_range_are_refused(pair):
     with pytest.raises(PhfaError, match=pair.split("=")[0]):
         preset("toy").overrides([pair])
@@ -38,3 +39,19 @@ def test_cli_reports_a_bad_setting_in_one_line_before_any_folder(tmp_path):
                             "--preset", "toy", "--set", "log_every=0"])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "log_every" in r.output, r.output
     assert not (tmp_path / "R").exists()
+
+
+def test_auxiliary_phases_run_their_share_and_d_has_its_width():
+    """aux_share shortens every earlier progressive phase, never the primary one; d_ndf is D's width."""
+    import torch
+
+    from pipeline import train
+    from pipeline.stages.adapt import build_phases
+
+    cfg = preset("toy").overrides(["iters=10", "aux_share=0.25"])
+    assert [p.iters for p in build_phases(cfg, ["unity", "synthia", "gta5"])] == [2, 2, 10]
+    assert [p.iters for p in build_phases(cfg, ["gta5"])] == [10]
+    assert [p.iters for p in build_phases(cfg.overrides(["iters=1"]), ["unity", "gta5"])] == [1, 1]
+    assert [p.iters for p in build_phases(preset("paper"), ["unity", "gta5"])] == [120_000, 120_000]
+    D = train.OutputDiscriminator(19, ndf=cfg.d_ndf)
+    assert [m.out_channels for m in D.modules() if isinstance(m, torch.nn.Conv2d)][0] == cfg.d_ndf

@@ -40,6 +40,26 @@ def test_generator_keeps_size(ngf, n_blocks, n_down, h, w):
     assert y.abs().max() <= 1.0  # tanh output
 
 
+def test_residual_generator_starts_at_identity_and_learns_a_change():
+    """residual=True: the first translation is the input (layout and edges kept), output in (-1, 1),
+    and the gradient reaches the head that was initialised to zero."""
+    torch.manual_seed(0)
+    g = ResnetGenerator(3, 3, ngf=4, n_blocks=1, residual=True)
+    x = torch.rand(2, 3, 37, 53) * 1.6 - 0.8
+    y = g(x)
+    assert y.shape == x.shape and torch.allclose(y, x, atol=1e-5)
+    assert torch.equal(ResnetGenerator(3, 3, ngf=4, n_blocks=1, residual=False)(x).abs() < 1, torch.ones_like(x, dtype=torch.bool))
+    (y - 0.5).square().mean().backward()
+    head = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert head.weight.grad.abs().sum() > 0 and head.bias.grad.abs().sum() > 0
+    with torch.no_grad():
+        head.bias.fill_(2.0)                               # a large change saturates inside tanh
+    z = g(torch.ones(1, 3, 8, 8))
+    assert z.abs().max() < 1 and z.min() > 0.99
+    with pytest.raises(ValueError):
+        ResnetGenerator(3, 1, residual=True)
+
+
 def test_generator_block_count():
     g = ResnetGenerator(ngf=8, n_blocks=3)
     n_res = sum(type(m).__name__ == "_ResidualBlock" for m in g.modules())

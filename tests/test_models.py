@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import urllib.error
 
@@ -392,7 +393,7 @@ def test_variant_travels_with_checkpoints(tmp_path):
     from pipeline.runtime import checkpoint
     torch.manual_seed(0)
     model = build_deeplab("resnet18", 19, variant="caffe").eval()
-    cfg = preset("toy")
+    cfg = dataclasses.replace(preset("toy"), backbone="resnet18")
     ck = payload(model, cfg, {})
     assert ck["arch"]["variant"] == "caffe" and "variant" not in arch_of(cfg)
     checkpoint.save(tmp_path / "final.pt", ck)

@@ -29,7 +29,7 @@ SIZE = (64, 32)  # (W, H) the checkpoint's target_size
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(preset("toy"), target_size=SIZE, precision="fp32")
+    cfg = dataclasses.replace(preset("toy"), backbone="resnet18", target_size=SIZE, precision="fp32")
     model = build_deeplab("resnet18", C.NUM_CLASSES, pretrained="none", freeze_bn=False)
     model.eval()
     path = tmp_path_factory.mktemp("ck") / "final.pt"

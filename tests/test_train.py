@@ -34,7 +34,7 @@ def test_optimizer_choice_keeps_the_classifier_at_ten_times_the_lr():
     """sgd (default) and adamw both take the model's two groups at lr and 10 lr; adamw's beta1 is
     `momentum`; anything else, or a momentum adamw cannot use, is one sentence."""
     model = build_deeplab("resnet18", 19, "none")
-    cfg = dataclasses.replace(preset("toy"), lr=0.002, momentum=0.8, weight_decay=1e-4)
+    cfg = dataclasses.replace(preset("toy"), optimizer="sgd", lr=0.002, momentum=0.8, weight_decay=1e-4)
     sgd = train.make_optimizer(cfg, model)
     adamw = train.make_optimizer(dataclasses.replace(cfg, optimizer="adamw"), model)
     assert type(sgd) is torch.optim.SGD and type(adamw) is torch.optim.AdamW

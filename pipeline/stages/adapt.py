@@ -41,7 +41,8 @@ def build_phases(cfg: TrainConfig, sources: list[str], target_labels: bool = Fal
     for k, src in enumerate(sources):
         primary = k == len(sources) - 1
         align = tuple(cfg.align) if (primary or cfg.hierarchy_all_phases) else ()
-        phases.append(train.Phase(f"{k + 1}-{src}", src, cfg.iters, cfg.adversarial, align, target_labels))
+        iters = cfg.iters if primary else max(1, round(cfg.iters * cfg.aux_share))
+        phases.append(train.Phase(f"{k + 1}-{src}", src, iters, cfg.adversarial, align, target_labels))
     return phases
 
 

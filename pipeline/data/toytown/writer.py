@@ -14,7 +14,7 @@ from pipeline import classes as C
 from pipeline.errors import PhfaError
 
 from .ids import cityscapes_label_ids, synthia_label
-from .objects import thickened
+from .objects import DEFAULT_THICKEN, thickened
 from .raster import render
 from .scene import sample_scene
 from .styles import CITYSCAPES, GTA5, UNITY, city_look
@@ -51,7 +51,7 @@ def city_of(index: int, split: str) -> tuple[int, int]:
 
 
 def render_image(seed: int, key: str, index: int,
-                 thicken: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 thicken: float = DEFAULT_THICKEN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One scene of a domain key ('unity', 'gta5', 'cityscapes_train', 'cityscapes_val').
 
     thicken: thin things' parts are widened this many times (``objects.thickened``); 1 = as drawn.
@@ -93,7 +93,7 @@ def paths(out: Path, key: str, index: int) -> tuple[Path, Path]:
             out / "cityscapes" / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
 
 
-def write_one(out: Path, seed: int, key: str, index: int, thicken: float = 1.0) -> list[str]:
+def write_one(out: Path, seed: int, key: str, index: int, thicken: float = DEFAULT_THICKEN) -> list[str]:
     """Render and write one image and its label; returns their paths relative to out."""
     from pipeline.data import pngio
 
@@ -111,7 +111,7 @@ def write_one(out: Path, seed: int, key: str, index: int, thicken: float = 1.0) 
 
 
 def write_chunk(out: str, seed: int, key: str, start: int, stop: int,
-                thicken: float = 1.0) -> tuple[str, int, list[str]]:
+                thicken: float = DEFAULT_THICKEN) -> tuple[str, int, list[str]]:
     """Worker task: images start..stop-1 of key."""
     try:
         import cv2
@@ -127,7 +127,7 @@ def write_chunk(out: str, seed: int, key: str, start: int, stop: int,
 
 def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None,
              progress: Callable[[str, int, int], None] | None = None, workers: int | None = None,
-             thicken: float = 1.0) -> dict:
+             thicken: float = DEFAULT_THICKEN) -> dict:
     """Write DIR/unity (SYNTHIA layout), DIR/gta5 (GTA5 layout), DIR/cityscapes (Cityscapes layout)
     and DIR/phfa-data.toml. Returns a summary dict {domain/split: image count, ...}.
 
@@ -136,7 +136,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None,
     ('unity', 'gta5', 'cityscapes/train', 'cityscapes/val').
     workers: processes to use (default: up to 2); the output does not depend on it.
     thicken: widen the parts of thin things (poles, lights, signs, people, two-wheelers) this
-    many times, in every domain alike (1 to 8; 1 = toytown as drawn, byte-identical).
+    many times, in every domain alike (1 to 8; default DEFAULT_THICKEN; 1 = as drawn).
     """
     from pipeline.runtime.atomic import write_text
 
@@ -201,7 +201,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None,
                 raise
 
     few = min(FEW_SHOT, cnt["cityscapes_train"])
-    options = f" --thicken {thicken:g}" if thicken != 1 else ""
+    options = f" --thicken {thicken:g}"   # always recorded: the options that reproduce these bytes
     write_text(out / "phfa-data.toml", DATA_TOML.format(seed=seed, options=options, few_shot=few))
     remove_stale(out, written)
     return {SUMMARY_NAME[k]: cnt[k] for k in DEFAULT_COUNTS}
