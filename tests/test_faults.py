@@ -30,7 +30,8 @@ def tiny(tmp_path_factory):
     return root, cfg
 
 
-ADAPT = ["adapt", "--sources", "unity,gta5", "--iters", "5", *TINY]
+# aux_share=1: both progressive phases run all 5 iterations, so a signal can land at any of them
+ADAPT = ["adapt", "--sources", "unity,gta5", "--iters", "5", "--set", "aux_share=1", *TINY]
 TRANSLATE = ["translate", "--source", "gta5", "--preset", "toy", "--iters", "6", "--set", "crop=32x32",
              "--set", "source_size=64x32", "--set", "target_size=64x32", "--set", "log_every=1",
              "--set", "ckpt_every=2", "--set", "batch_size=2"]

@@ -239,6 +239,8 @@ def ground(fr: Frame, sc: Scene, dirs, bank) -> None:
     code = np.full(X.shape, ROAD, np.uint8)
     code[ax >= rw2] = SIDEWALK
     verge = np.array(sc.verge, np.uint8)[rside]
+    lawn = np.array(sc.lawn)[rside]  # a grass strip behind a 0.3 m kerb stone
+    code = np.where((ax >= rw2 + 0.3) & (ax < rw2 + 0.3 + lawn), np.uint8(TERRAIN), code)
     code = np.where(ax >= rw2 + sc.sw, verge, code)
     fac = {r.side: r.x for r in sc.rows if r.role == "facade"}
     xf = np.array([fac[-1], fac[1]])[rside]

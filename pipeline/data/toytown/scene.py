@@ -58,6 +58,7 @@ class Scene:
     hood: float | None = None       # ego hood height (fraction of the image height)
     cobbles: bool = False           # cobbled road
     cast: np.ndarray | None = None  # the city's colour cast
+    lawn: tuple[float, float] = (0.0, 0.0)  # width of the grass strip along each curb (0: none)
 
     def shade(self, n) -> float:
         """Brightness of a surface with normal n: ambient plus direct sun."""
@@ -115,6 +116,10 @@ def sample_scene(st: DomainStyle, rng: np.random.Generator, W: int, H: int, bias
     sw = ss.sidewalk.draw(rng)
     park = tuple(float(u(2.0, 2.4)) if rng.random() < ss.p_parking_lane else 0.0 for _ in range(2))
     rw = lanes * lane_w + park[0] + park[1]
+    lawn = (0.0, 0.0)
+    if ss.lawn is not None:         # drawn only where a style has lawns: other domains keep their scenes
+        lawn = tuple(float(min(ss.lawn[1].draw(rng), sw - 1.2)) if rng.random() < ss.lawn[0] else 0.0
+                     for _ in range(2))
     lane0 = -rw / 2 + park[0]           # left edge of the driving lanes
     lanes_x = [lane0 + lane_w * (i + 0.5) for i in range(lanes)]
     if cs.anywhere_across:
@@ -232,6 +237,7 @@ def sample_scene(st: DomainStyle, rng: np.random.Generator, W: int, H: int, bias
     sc = Scene(style=st, cam=cam, rw=rw, sw=sw, verge=(verge[0], verge[1]), back_ground=ss.back_ground,
                rows=rows, end_z=end_z, end_x=np.array(xs, np.float32), end_code=np.array(codes, np.int32),
                end_h=np.array(hs, np.float32), end_col=np.array(cols, np.float32), cross=cross, lanes=lanes,
-               lane_w=lane_w, lane0=lane0, park=park, tram_x=tram_x, sun=sun, light=light, pal=pal)
+               lane_w=lane_w, lane0=lane0, park=park, tram_x=tram_x, sun=sun, light=light, pal=pal,
+               lawn=lawn)
     sample_objects(sc, rng)
     return sc

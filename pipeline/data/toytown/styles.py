@@ -104,6 +104,7 @@ class StreetStyle:
     verge: tuple                        # ((threshold, ground code), ...) of the setback strip
     back_ground: int                    # ground code behind the facades
     p_tram: float
+    lawn: tuple | None = None           # (p per side, Uniform width m): a grass strip along the curb
 
 
 @dataclass(frozen=True)
@@ -606,12 +607,13 @@ CITYSCAPES = DomainStyle(
                        hfov_deg=Uniform(46, 52), horizon_raise=Uniform(0.04, 0.09)),  # horizon at ~41-46% of the height
     street=StreetStyle(lanes=(2, 2, 2, 3, 4), lane_width=Uniform(2.9, 3.3), sidewalk=Uniform(2.5, 5.0),
                        p_parking_lane=0.7, p_crossing=0.45, p_flush=0.55, setback=Uniform(2.0, 7.0),
-                       verge=((0.4, TERRAIN), (0.8, SIDEWALK), (1.0, PARKING)), back_ground=TERRAIN, p_tram=0.06),
+                       verge=((0.4, TERRAIN), (0.8, SIDEWALK), (1.0, PARKING)), back_ground=TERRAIN, p_tram=0.12,
+                       lawn=(0.4, Uniform(0.8, 1.8))),  # tree lawns: terrain ~1 % of pixels as in Cityscapes
     blocks=BlockStyle(height_min=9.0, height_max=22.0, height_skew=1.3, length=Uniform(9.0, 22.0), p_gap=0.18,
                       whole_floors=True, p_back_trees=0.45, skyline_height=Uniform(10, 28)),
     light=LightStyle(sun_elevation_deg=70, sun_azimuth=Uniform(-math.pi, math.pi),
                      levels=LightLevels(Uniform(0.8, 0.9), 0.15, 1.0)),
-    rates=TrafficRates(moving=2.0, parked=3.5, persons=5.5, riders=1.1, p_motorcycle=0.2, trucks=0.12, buses=0.25,
+    rates=TrafficRates(moving=2.0, parked=3.5, persons=5.5, riders=1.1, p_motorcycle=0.2, trucks=0.25, buses=0.25,
                        bikes=2.0, trees=10.0, lamps=3.5, signs=3.0, lights=1.1, static=2.0),
     paints=Paints(palette=_city_palette, building=_city_building, car=_city_car, cloth=_city_cloth,
                   wall=_city_wall, fence=_city_fence, bus=_city_bus, truck_cab=_plain_truck_cab, tram=_plain_tram,

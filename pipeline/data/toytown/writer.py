@@ -20,7 +20,7 @@ from .scene import sample_scene
 from .styles import CITYSCAPES, GTA5, UNITY, city_look
 from .textures import noise_bank
 
-DEFAULT_COUNTS: dict[str, int] = {"unity": 200, "gta5": 300, "cityscapes_train": 150, "cityscapes_val": 50}
+DEFAULT_COUNTS: dict[str, int] = {"unity": 200, "gta5": 300, "cityscapes_train": 150, "cityscapes_val": 150}
 FEW_SHOT = 30
 CITIES = {"train": ("toyburg", "pixelton", "rastermund"), "val": ("valcity", "quadrille")}
 CITY_FRAME = 19  # Cityscapes' annotated frame is the 20th of each snippet
