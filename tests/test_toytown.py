@@ -224,7 +224,8 @@ GOLDEN_COUNTS = {"unity": 3, "gta5": 3, "cityscapes_train": 3, "cityscapes_val":
 # sha256 of files written at seed 0 with GOLDEN_COUNTS and the default --thicken. Pinned before the
 # module became a package; re-pinned once for the calibration (issue 12: default --thicken 3, the
 # cityscapes sensor blur scaled to 256x128), which changes every domain's images and labels, and
-# once more for the cityscapes tree lawns, trams and trucks, which change the cityscapes files only.
+# once more for the cityscapes tree lawns, trams and trucks, which change the cityscapes files only, and
+# for the cityscapes camera matched to real Cityscapes pixel statistics (images only, labels unchanged).
 GOLDEN = {
     "phfa-data.toml": "d81132b061b273161160e27caf322227688a8ad23fd702c5f08454d86329bbbd",
     "unity/RGB/0000000.png": "c253f14aab18df3391b94f8daff5cf1393dc3dcd2a4f7aab5e0b1b45b91985ab",
@@ -236,17 +237,17 @@ GOLDEN = {
     "gta5/labels/00000.png": "2dc21e4ca0adac734598851acad24d220710a5c1fe3db6ce81d2e39c78550a42",
     "gta5/labels/00001.png": "1a372e127fefcdad186a9bdd1cccc1fc0d658324311fedc8bffba20be54150ba",
     "cityscapes/leftImg8bit/train/toyburg/toyburg_000000_000019_leftImg8bit.png":
-        "ddb7f0c3a2863d52f4edc2b8bce466d7f4fc9c0caf6457cfc6f180c515dc5ae0",
+        "806c97cc0717be40205f39af2bd9f1398f5c15984f25b7aca6ce9252f2e632c7",
     "cityscapes/leftImg8bit/train/toyburg/toyburg_000001_000019_leftImg8bit.png":
-        "ba474387042c92b27c2f6052d9e24ce26631e0af709a886647f2c0acb8651265",
+        "cff4ed1b33293ffd4b071511d726e3f553f6351772cd9840786eccf5b78b76fc",
     "cityscapes/gtFine/train/toyburg/toyburg_000000_000019_gtFine_labelIds.png":
         "2b1d910ecb8061beb23377a42aea7c3bc56caee1b924cb87e7afcc03ac3e36ee",
     "cityscapes/gtFine/train/toyburg/toyburg_000001_000019_gtFine_labelIds.png":
         "52ea2a156708caec4bc588cfb4877c87567b077ad20356822c2cbf17c257f3c6",
     "cityscapes/leftImg8bit/val/valcity/valcity_000000_000019_leftImg8bit.png":
-        "53dc4cdee52c65061d586ad8ba446b6b12c31f9f1c1cda89ab8b40b1f52bb153",
+        "a9ba16d9186f257ca08e07f2d2b2e5d2eeeb43b4681dd0e388c4ad0c9285e96c",
     "cityscapes/leftImg8bit/val/valcity/valcity_000001_000019_leftImg8bit.png":
-        "05c4e40076cd82f4029964519c62e811854154aecf0a26524b4c2cf2207bf36c",
+        "fc5dbce52b114bc85b8c815fd5f762315008742f069495275d30395a334e4ac8",
     "cityscapes/gtFine/val/valcity/valcity_000000_000019_gtFine_labelIds.png":
         "a3eb2f23e3edd2f18716f12cf29e9c16d8c685ee43b90da8f9aabc3586da932e",
     "cityscapes/gtFine/val/valcity/valcity_000001_000019_gtFine_labelIds.png":
