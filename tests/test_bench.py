@@ -110,3 +110,38 @@ def test_calibrate_smoke(tmp_path):
     held = list((tmp_path / "c").glob("heldout-gta5-*/phfa-data.toml"))   # made with the data's --thicken
     assert len(held) == 1 and "--thicken 2" in held[0].read_text()
     assert (tmp_path / "c" / "s0" / "adapt-noadv-nohier" / "eval-heldout-gta5" / "metrics.json").is_file()
+
+
+def test_image_stats_tells_identity_from_a_translation(tmp_path):
+    """bench/image_stats.py: a translation that is the source itself changes nothing; an inverted
+    source changes every pixel, and its mean moves to 1 - the source's."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.data import datasets, pngio
+    from pipeline.data.dataconfig import load_data_config
+
+    phfa = str(Path(sys.executable).with_name("phfa"))
+    subprocess.run([phfa, "data", "synth", "--out", str(tmp_path / "t"), "--count", "unity=1", "--count", "gta5=3",
+                    "--count", "cityscapes_train=4", "--count", "cityscapes_val=1"], check=True, capture_output=True)
+    cfg_path = tmp_path / "t" / "phfa-data.toml"
+    cfg = load_data_config(cfg_path)
+    run = tmp_path / "r"
+    datasets.few_shot_names(cfg.domain("cityscapes"), 0, run / "fewshot-cityscapes.txt")
+    for stage, fn in (("translate-gta5", lambda a: a), ("translate-gta5-fda", lambda a: 255 - a)):
+        d = run / stage / "domain" / "images"
+        for s in datasets.samples(cfg.domain("gta5"), "all"):
+            im = np.asarray(Image.fromarray(pngio.read_rgb(s.image)).resize((40, 22), Image.BICUBIC))
+            pngio.write_png(d / s.image.name, fn(im))
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "image_stats.py"), "--run", str(run),
+                        "--config", str(cfg_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
+    assert float(rows["translate-gta5"].split()[-1]) == 0.0
+    assert float(rows["translate-gta5-fda"].split()[-1]) > 0.2
+    mean = lambda ln: [float(x) for x in re.findall(r"\(([0-9., ]+)\)", ln)[0].split(",")]  # noqa: E731
+    src, inv = mean(rows["gta5"]), mean(rows["translate-gta5-fda"])
+    assert all(abs(a + b - 1) < 0.02 for a, b in zip(src, inv))   # source read at its own size, copies resized
+    assert rows["cityscapes"].split()[3] == "4"
