@@ -145,3 +145,27 @@ def test_image_stats_tells_identity_from_a_translation(tmp_path):
     src, inv = mean(rows["gta5"]), mean(rows["translate-gta5-fda"])
     assert all(abs(a + b - 1) < 0.02 for a, b in zip(src, inv))   # source read at its own size, copies resized
     assert rows["cityscapes"].split()[3] == "4"
+
+
+@pytest.mark.slow
+def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
+    """bench/bn_stats.py: its stored-statistics column reproduces the stage's own metrics.json, and
+    re-estimating BN on the few-shot images gives a valid second figure."""
+    import json
+
+    phfa = str(Path(sys.executable).with_name("phfa"))
+    t, r = tmp_path / "t", tmp_path / "r"
+    subprocess.run([phfa, "data", "synth", "--out", str(t), "--count", "unity=1", "--count", "gta5=4",
+                    "--count", "cityscapes_train=4", "--count", "cityscapes_val=2"], check=True, capture_output=True)
+    tiny = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
+            "--set", "backbone=resnet18-l3"]
+    subprocess.run([phfa, "adapt", "--config", str(t / "phfa-data.toml"), "--run", str(r), "--sources", "gta5",
+                    "--no-hierarchy", "--iters", "2", *tiny], check=True, capture_output=True)
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bn_stats.py"), "--run", str(r), "--config",
+                          str(t / "phfa-data.toml"), "--stages", "adapt-nohier", "--size", "64", "32", "--batch", "2"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    row = [ln for ln in out.stdout.splitlines() if ln.startswith("adapt-nohier")][0].split()
+    stored = json.loads((r / "adapt-nohier" / "metrics.json").read_text())["miou"]
+    assert float(row[1]) == pytest.approx(stored, abs=0.006)
+    assert 0.0 <= float(row[2]) <= 100.0
