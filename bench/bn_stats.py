@@ -24,16 +24,17 @@ from pipeline.data import datasets
 from pipeline.data.dataconfig import load_data_config
 from pipeline.inference import evaluate
 from pipeline.models.segmentor import load_segmentor
+from pipeline.runtime import layout
 
 
 @torch.no_grad()
 def reestimate_bn(model: torch.nn.Module, ds: datasets.SegDataset, batch: int) -> torch.nn.Module:
     """A copy of `model` whose BN running statistics are the plain average over `ds` (AdaBN)."""
     m = copy.deepcopy(model)
-    bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
-    for b in bns:
-        b.reset_running_stats()
-        b.momentum = None   # cumulative average over every batch
+    for b in m.modules():
+        if isinstance(b, torch.nn.modules.batchnorm._BatchNorm):
+            b.reset_running_stats()
+            b.momentum = None   # cumulative average over every batch
     m.train()
     for i in range(0, len(ds), batch):
         x = torch.stack([ds[j][0] for j in range(i, min(i + batch, len(ds)))])
@@ -47,22 +48,20 @@ def main():
     ap.add_argument("--config", required=True)
     ap.add_argument("--stages", nargs="+", required=True)
     ap.add_argument("--target", default="cityscapes")
-    ap.add_argument("--size", type=int, nargs=2, default=(256, 128), help="W H the stages were trained at")
-    ap.add_argument("--batch", type=int, default=4, help="the training batch size (BN statistics per batch)")
     a = ap.parse_args()
-    torch.manual_seed(0)
     run, cfg = Path(a.run), load_data_config(a.config)
     spec = cfg.domain(a.target)
-    names = [n.strip() for n in (run / f"fewshot-{a.target}.txt").read_text().splitlines()
-             if n.strip() and not n.startswith("#")]
-    ds = datasets.SegDataset(spec, "train", names=names, size=tuple(a.size))
+    names = datasets.few_shot_names(spec, 0, layout.few_shot_file(run, a.target))  # the list the run wrote
     dev = torch.device("cpu")
     print(f"{'stage':28s} {'stored BN':>9s} {'target BN':>9s}   (target-val mIoU, 19 classes)")
     for st in a.stages:
-        model, _ = load_segmentor(run / st / "final.pt")
+        model, ck = load_segmentor(run / st / "final.pt")
+        # evaluate at the size the stage trained the target at; re-estimate with its batch size
+        size, batch = tuple(ck["config"]["target_size"]), ck["config"]["batch_size"]
+        ds = datasets.SegDataset(spec, "train", names=names, size=size)
         model.eval()
-        stored = metrics.summarize(evaluate(model, spec, "val", tuple(a.size), dev))["miou"]
-        adabn = metrics.summarize(evaluate(reestimate_bn(model, ds, a.batch), spec, "val", tuple(a.size), dev))["miou"]
+        stored = metrics.summarize(evaluate(model, spec, "val", size, dev))["miou"]
+        adabn = metrics.summarize(evaluate(reestimate_bn(model, ds, batch), spec, "val", size, dev))["miou"]
         print(f"{st:28s} {stored:9.2f} {adabn:9.2f}", flush=True)
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from pipeline.data import datasets, pngio
 from pipeline.data.dataconfig import load_data_config
+from pipeline.runtime import layout
 
 
 def stats(imgs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +41,7 @@ def main():
     run, cfg = Path(a.run), load_data_config(a.config)
     items = datasets.samples(cfg.domain(a.source), "all")[: a.limit]
     src = [pngio.read_rgb(s.image) for s in items]
-    names = [n.strip() for n in (run / f"fewshot-{a.target}.txt").read_text().splitlines()
-             if n.strip() and not n.startswith("#")]
+    names = datasets.few_shot_names(cfg.domain(a.target), 0, layout.few_shot_file(run, a.target))
     tgt = [pngio.read_rgb(s.image) for s in datasets.SegDataset(cfg.domain(a.target), "train", names=names).items]
     print(f"{'images':34s} {'n':>4s}  {'RGB mean':21s}  {'RGB std':21s}  mean |change|")
     m, s = stats(src)

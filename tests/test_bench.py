@@ -162,7 +162,7 @@ def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     subprocess.run([phfa, "adapt", "--config", str(t / "phfa-data.toml"), "--run", str(r), "--sources", "gta5",
                     "--no-hierarchy", "--iters", "2", *tiny], check=True, capture_output=True)
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bn_stats.py"), "--run", str(r), "--config",
-                          str(t / "phfa-data.toml"), "--stages", "adapt-nohier", "--size", "64", "32", "--batch", "2"],
+                          str(t / "phfa-data.toml"), "--stages", "adapt-nohier"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     row = [ln for ln in out.stdout.splitlines() if ln.startswith("adapt-nohier")][0].split()
