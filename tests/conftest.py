@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,18 @@ from pipeline import classes as C
 from pipeline.data import pngio
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _terminal_sigint():
+    """The tests that press Ctrl-C (`os.kill(os.getpid(), SIGINT)`) expect SIGINT as a terminal
+    delivers it. A suite started as a background job (`make test &`, `nohup`) inherits SIGINT
+    ignored, and phfa then rightly installs no handler, so those tests would see no Ctrl-C:
+    give the test process a terminal's default handler."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
 
 GTA_PAL = C.label_id_palette()
 
