@@ -36,7 +36,6 @@ def main():
     from pipeline import classes as C
     from pipeline import train
     from pipeline.config import preset
-    from pipeline.losses import alignment as al
     from pipeline.models.deeplab import build_deeplab
     from pipeline.models.discriminator import OutputDiscriminator
 
@@ -63,10 +62,7 @@ def main():
             D = OutputDiscriminator(C.NUM_CLASSES, ndf=cfg.d_ndf).to(dev)
             opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
             tgt = stream(*cfg.target_size)
-        if phase.align:
-            memory = al.HierarchyMemory(C.NUM_CLASSES, model.feature_dim,
-                                        object_size=cfg.memory_size_object or al.OBJECT_MEMORY_FACTOR * cfg.memory_size,
-                                        background_size=cfg.memory_size).to(dev)
+        memory = train.hierarchy_memory(cfg, phase.align, model.feature_dim)
         src = stream(*cfg.source_size)
         for _ in range(a.warmup):
             train.train_step(cfg, model, D, opt, opt_d, memory, phase, src, tgt, dev, False)
