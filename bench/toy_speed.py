@@ -15,7 +15,7 @@ through the training loop's own `pipeline.train.train_step`, then prints seconds
 the ratios b/a and c/a, and the training part of the chain these imply: source-only
 (`iters` supervised steps), PHFA and retraining (each `aux_share * iters` adversarial +
 `iters` full steps). Data loading, CycleGAN, pseudo-labels, evaluation and report are not in
-it (together 5-7 % of the chain measured on 2026-12-01). `--smoke`: tiny sizes, one step.
+it (together about 5 % of the chains measured on 2026-12-01 and 2026-12-02). `--smoke`: tiny sizes, one step.
 """
 from __future__ import annotations
 
@@ -57,12 +57,12 @@ def main():
         torch.manual_seed(0)
         model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none", cfg.freeze_bn).to(dev)
         opt = train.make_optimizer(cfg, model)
-        D = opt_d = memory = tgt = None
+        D = opt_d = tgt = None
         if phase.adversarial:
             D = OutputDiscriminator(C.NUM_CLASSES, ndf=cfg.d_ndf).to(dev)
             opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
             tgt = stream(*cfg.target_size)
-        memory = train.hierarchy_memory(cfg, phase.align, model.feature_dim)
+        memory = train.hierarchy_memory(cfg, phase.align, model.feature_dim, dev)
         src = stream(*cfg.source_size)
         for _ in range(a.warmup):
             train.train_step(cfg, model, D, opt, opt_d, memory, phase, src, tgt, dev, False)

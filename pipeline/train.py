@@ -276,8 +276,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         if D is not None:
             opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
             schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, poly_schedule(horizon, cfg.poly_power)))
-        memory = hierarchy_memory(cfg, ph.align, model.feature_dim)
-        memory = memory.to(device) if memory is not None else None
+        memory = hierarchy_memory(cfg, ph.align, model.feature_dim, device)
         if resume is not None and resume.get("phase_done"):
             resume = None  # the previous phase ended; this one starts fresh from the saved weights
         if resume is not None and pi == state.phase:
@@ -332,7 +331,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
     return state
 
 
-def hierarchy_memory(cfg: TrainConfig, align, dim: int) -> al.HierarchyMemory | None:
+def hierarchy_memory(cfg: TrainConfig, align, dim: int, device: torch.device) -> al.HierarchyMemory | None:
     """The source memories of a phase aligning `align`: one per level (things: Eq. 1, stuff:
     Eq. 5), each with its own size; None when the phase uses neither level."""
     if "object" not in align and "background" not in align:
@@ -340,7 +339,7 @@ def hierarchy_memory(cfg: TrainConfig, align, dim: int) -> al.HierarchyMemory | 
     return al.HierarchyMemory(
         C.NUM_CLASSES, dim,
         object_size=(cfg.memory_size_object or al.OBJECT_MEMORY_FACTOR * cfg.memory_size) if "object" in align else 0,
-        background_size=cfg.memory_size if "background" in align else 0)
+        background_size=cfg.memory_size if "background" in align else 0).to(device)
 
 
 def make_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
