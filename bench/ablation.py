@@ -28,11 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = {  # name: (stage folder, phfa arguments, depends on)
+# name: (stage folder, phfa arguments, depends on). Every aligning row depends on `so`: the toy
+# preset starts it from the source-only model (its init_stage).
+VARIANTS = {
     "so": ("adapt-noadv-nohier", ["adapt", "--sources", "gta5", "--no-adversarial", "--no-hierarchy"], []),
-    "aa": ("adapt-nohier", ["adapt", "--sources", "gta5", "--no-hierarchy"], []),
-    "single": ("adapt-single", ["adapt", "--sources", "gta5", "--tag", "single"], []),
-    "phfa": ("adapt", ["adapt", "--sources", "unity,gta5"], []),
+    "aa": ("adapt-nohier", ["adapt", "--sources", "gta5", "--no-hierarchy"], ["so"]),
+    "single": ("adapt-single", ["adapt", "--sources", "gta5", "--tag", "single"], ["so"]),
+    "phfa": ("adapt", ["adapt", "--sources", "unity,gta5"], ["so"]),
     "oracle": ("adapt-oracle", ["adapt", "--sources", "cityscapes", "--no-adversarial", "--no-hierarchy",
                                 "--tag", "oracle"], []),
     "it": ("translate-gta5", ["translate", "--source", "gta5", "--seg-from", "adapt-noadv-nohier"], ["so"]),
@@ -42,7 +44,7 @@ VARIANTS = {  # name: (stage folder, phfa arguments, depends on)
     "so-fda": ("adapt-fda-noadv-nohier", ["adapt", "--sources", "gta5", "--source-style", "fda",
                                           "--no-adversarial", "--no-hierarchy"], ["fda"]),
     "aa-it": ("adapt-it-nohier", ["adapt", "--sources", "gta5", "--source-style", "translated", "--no-hierarchy"], ["it"]),
-    "aa-fda": ("adapt-fda-nohier", ["adapt", "--sources", "gta5", "--source-style", "fda", "--no-hierarchy"], ["fda"]),
+    "aa-fda": ("adapt-fda-nohier", ["adapt", "--sources", "gta5", "--source-style", "fda", "--no-hierarchy"], ["fda", "so"]),
     # self-guidance (Eq. 8-11): pseudo-labels from a stage, then retrain from the initial weights
     "pl-aa-it": ("pseudolabel-adapt-it-nohier", ["pseudolabel", "--from", "adapt-it-nohier"], ["aa-it"]),
     "aa-it-sg": ("retrain-adapt-it-nohier", ["retrain", "--labels", "pseudolabel-adapt-it-nohier"], ["pl-aa-it"]),

@@ -13,8 +13,8 @@ preset's sizes (batch, source and target sizes, backbone, discriminator width, o
 
 through the training loop's own `pipeline.train.train_step`, then prints seconds per step,
 the ratios b/a and c/a, and the training part of the chain these imply: source-only
-(`iters` supervised steps), PHFA and retraining (each `aux_share * iters` adversarial +
-`iters` full steps). Data loading, CycleGAN, pseudo-labels, evaluation and report are not in
+(`iters` supervised steps), PHFA and retraining (each `aux_share * n` adversarial +
+`n` full steps, n = `init_iters` for the toy preset's warm-started aligning stages). Data loading, CycleGAN, pseudo-labels, evaluation and report are not in
 it (together about 5 % of the chains measured on 2026-12-01 and 2026-12-02). `--smoke`: tiny sizes, one step.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main():
 
     from pipeline import classes as C
     from pipeline import train
-    from pipeline.config import preset
+    from pipeline.config import preset, primary_iters
     from pipeline.models.deeplab import build_deeplab
     from pipeline.models.discriminator import OutputDiscriminator
 
@@ -75,8 +75,8 @@ def main():
     sa = seconds_per_step(train.Phase("sup", "s", n, adversarial=False, align=()))
     sb = seconds_per_step(train.Phase("adv", "s", n, adversarial=True, align=()))
     sc = seconds_per_step(train.Phase("full", "s", n, adversarial=True, align=("object", "category", "background")))
-    aux = round(cfg.aux_share * cfg.iters)
-    so, adapt = cfg.iters * sa, aux * sb + cfg.iters * sc
+    n_adapt = primary_iters(cfg)  # the toy preset's aligning stages run init_iters from the source-only model
+    so, adapt = cfg.iters * sa, round(cfg.aux_share * n_adapt) * sb + n_adapt * sc
     print(f"toy preset on CPU ({torch.get_num_threads()} threads, torch {torch.__version__}): {cfg.backbone}, "
           f"batch {cfg.batch_size}, source {cfg.source_size[0]}x{cfg.source_size[1]}, "
           f"target {cfg.target_size[0]}x{cfg.target_size[1]}, D width {cfg.d_ndf}")

@@ -141,7 +141,7 @@ def data_check(
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder: runs/<name>.")]
 PresetOpt = Annotated[str, typer.Option("--preset", help="auto (paper on a CUDA machine, toy on a CPU-only one) | paper (Table I, GPU) | toy (CPU, toytown).")]
-PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", help="Initial weights: imagenet | none | PATH to a local state dict (default: the preset's).")]
+PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", help="Initial weights: imagenet | none | PATH to a local state dict (default: the preset's; the toy preset starts aligning stages from the run's source-only stage).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a preset field: key=value (repeatable).")]
 
 
@@ -159,16 +159,23 @@ def _resolve_preset(preset: str) -> str:
 def _train_config(preset: str, sets, iters, seed, precision=None, extra=(), pretrained=None):
     from pipeline.config import preset as make_preset
     preset = _resolve_preset(preset)
-    pairs = list(sets or [])
+    return make_preset(preset).overrides(list(sets or []) + _option_pairs(iters, seed, precision, pretrained)
+                                         + list(extra))
+
+
+def _option_pairs(iters=None, seed=None, precision=None, pretrained=None) -> list[str]:
+    """The training options as `--set` pairs. `--iters N` is what this stage runs, warm-started or not;
+    `--pretrained` is where it starts, so it replaces a preset's init_stage."""
+    pairs = []
     if pretrained is not None:
-        pairs.append(f"pretrained={pretrained}")
+        pairs += [f"pretrained={pretrained}", "init_stage="]
     if iters is not None:
-        pairs.append(f"iters={iters}")
+        pairs += [f"iters={iters}", "init_iters=0"]
     if seed is not None:
         pairs.append(f"seed={seed}")
     if precision is not None:
         pairs.append(f"precision={precision}")
-    return make_preset(preset).overrides(pairs + list(extra))
+    return pairs
 
 
 def _run_training(fn):
@@ -358,10 +365,7 @@ def retrain_cmd(
     from pipeline.stages.retrain import base_config, retrain
 
     data = load_data_config(config)
-    pairs = list(sets or [])
-    for k, v in (("iters", iters), ("seed", seed), ("precision", precision), ("pretrained", pretrained)):
-        if v is not None:
-            pairs.append(f"{k}={v}")
+    pairs = list(sets or []) + _option_pairs(iters, seed, precision, pretrained)
     base = _train_config(preset, [], None, None) if preset is not None else base_config(run, labels)
     cfg = base.overrides(pairs)
     man = _run_training(lambda rep: retrain(data, run, cfg, labels, force=force, resume=resume, reporter=rep,

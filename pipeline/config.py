@@ -23,6 +23,11 @@ class TrainConfig:
                                              # DeepLab_resnet_pretrained_init-f81d91e8.pth (keys Scale.*)
                                              # builds the Caffe variant (strides, 0-255 BGR input)
     freeze_bn: bool = True                   # paper: frozen BN at batch 1; toy: trainable BN
+    init_stage: str = ""                     # a stage of the same run whose final.pt starts every *aligning* stage
+                                             # (adversarial or hierarchy; retrain starts there again) instead of
+                                             # `pretrained`. toy: the source-only stage, standing in for the ImageNet
+                                             # start a from-scratch toy lacks; "" = pretrained (paper)
+    init_iters: int = 0                      # primary-phase iterations of a stage started from init_stage (0 = iters)
     # --- data
     source_size: tuple[int, int] = (1280, 720)   # (W, H) source images are resized to (paper IV-A)
     target_size: tuple[int, int] = (1024, 512)   # (W, H) target images for training and inference
@@ -50,7 +55,8 @@ class TrainConfig:
                                              # (AdaptSegNet: 64; toy: 32, a third of a CPU step at 64)
     # --- loss weights (Table I, Eq. 10/11)
     lambda_seg: float = 1.0                  # source (and pseudo-label) cross-entropy
-    lambda_adv: float = 0.01                 # output-space adversarial loss on target
+    lambda_adv: float = 0.01                 # output-space adversarial loss on target (toy: 0.001, as the
+                                             # AdaptSegNet-derived configs set for the main output)
     lambda_d: float = 1.0                    # discriminator loss
     lambda_class: float = 0.003              # category level (Eq. 2-3), Eq. 3 as written: /2, no 1/C. The
                                              # reference IW-MaxSquare has 1/C and no /2: at equal lambda
@@ -85,13 +91,34 @@ PRESETS: dict[str, dict] = {
     # Toy: the embedded toytown on 2 CPU cores, calibrated on the rows without adaptation
     # (docs/toytown-calibration.md). Trained from scratch: trainable BN, batch 4, AdamW; ResNet-18
     # without layer4 at output stride 8; toytown's native 256x128 (1/4 of the paper's sides);
-    # photometric augmentation on every domain alike; the chain fits 30 minutes with D at width 32
-    # and the auxiliary progressive phase at half the primary's iterations.
+    # photometric augmentation on every domain alike; D at width 32, the auxiliary progressive phase
+    # at half the primary's iterations. The adaptation rows (set after the calibration, which they do
+    # not touch; docs/toytown-ablation.md §6): they start from the run's source-only model for 500
+    # iterations, since a toy has no ImageNet start and aligning a from-scratch model's outputs
+    # collapses them, and use lambda_adv 0.001, the value AdaptSegNet-derived configs use on the main
+    # output (the paper's 0.01 lets D win from the start on a from-scratch AdamW model).
     "toy": dict(backbone="resnet18-l3", pretrained="none", freeze_bn=False,
                 source_size=(240, 132), target_size=(256, 128), batch_size=4, hflip=True, photometric=True,
                 workers=0, cache=True, iters=1000, aux_share=0.5, poly_iters=0, optimizer="adamw", lr=1e-3,
-                lr_d=1e-4, d_ndf=32, log_every=50, ckpt_every=250),
+                lr_d=1e-4, d_ndf=32, log_every=50, ckpt_every=250,
+                init_stage="adapt-noadv-nohier", init_iters=500, lambda_adv=0.001),
 }
+
+
+def aligns(cfg: TrainConfig) -> bool:
+    """Whether a stage with this config aligns domains (adversarial or hierarchy): the adaptation rows."""
+    return cfg.adversarial or bool(cfg.align)
+
+
+def warm_started(cfg: TrainConfig) -> bool:
+    """Whether the stage starts from the run's `init_stage` instead of `pretrained`: aligning stages only,
+    so the rows without adaptation (source-only, oracle) keep the start they were calibrated with."""
+    return bool(cfg.init_stage) and aligns(cfg)
+
+
+def primary_iters(cfg: TrainConfig) -> int:
+    """Iterations of the stage's primary (last) phase; an earlier progressive phase runs aux_share of them."""
+    return cfg.init_iters if warm_started(cfg) and cfg.init_iters else cfg.iters
 
 
 def preset(name: str) -> TrainConfig:
@@ -148,7 +175,7 @@ def apply_overrides(cfg, pairs: list[str]):
 # The range of every numeric field, in one place: (minimum, what it means). Sizes are checked per side.
 _AT_LEAST = {
     "batch_size": 1, "iters": 1, "log_every": 1, "ckpt_every": 1, "preview_every": 1, "workers": 0,
-    "memory_size": 1, "memory_size_object": 0, "object_top_k": 0, "poly_iters": 0, "n_blocks": 0,
+    "memory_size": 1, "memory_size_object": 0, "object_top_k": 0, "poly_iters": 0, "init_iters": 0, "n_blocks": 0,
     "ngf": 1, "ndf": 1, "d_ndf": 1, "pool_size": 0, "seed": 0,
 }
 _POSITIVE = ("lr", "lr_d", "poly_power")
@@ -202,9 +229,12 @@ def validate(cfg) -> None:
     if not 0 < cfg.aux_share <= 1:
         raise PhfaError(f"--set aux_share={cfg.aux_share}: the share of iters an earlier progressive phase runs "
                         "lies in (0, 1]")
-    if cfg.poly_iters != 0 and cfg.poly_iters < cfg.iters:
-        raise PhfaError(f"poly_iters {cfg.poly_iters} is shorter than iters {cfg.iters}: the learning rate would "
-                        f"reach 0 before the end; set poly_iters=0 (decay over iters) or at least {cfg.iters}")
+    longest = max(cfg.iters, cfg.init_iters)
+    if cfg.poly_iters != 0 and cfg.poly_iters < longest:
+        raise PhfaError(f"poly_iters {cfg.poly_iters} is shorter than iters {longest}: the learning rate would "
+                        f"reach 0 before the end; set poly_iters=0 (decay over iters) or at least {longest}")
+    if cfg.init_stage and any(c in cfg.init_stage for c in "/\\") or cfg.init_stage in (".", ".."):
+        raise PhfaError(f"--set init_stage={cfg.init_stage}: name a stage folder of the run, e.g. adapt-noadv-nohier")
     if cfg.memory_size < 1 or cfg.memory_size_object < 0 or cfg.object_top_k < 0:
         raise PhfaError("memory_size must be at least 1, memory_size_object and object_top_k at least 0 "
                         "(0 = the default rule)")

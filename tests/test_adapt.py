@@ -11,7 +11,7 @@ from pipeline.runtime import checkpoint
 
 runner = CliRunner()
 TINY = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
-        "--set", "log_every=1"]
+        "--set", "log_every=1", "--set", "init_stage="]
 
 
 @pytest.fixture
@@ -147,3 +147,54 @@ def test_nan_loss_names_iteration(tiny):
     r = adapt(cfg, root / "n", "--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--iters", "3",
               "--set", "lr=1e30")
     assert r.exit_code == 2 and "iteration" in r.output and "last good checkpoint" in r.output, r.output
+
+
+def test_toy_preset_warm_starts_aligning_stages_from_source_only(tiny):
+    """The toy preset's init_stage: an aligning stage (and its retraining) starts from the run's
+    source-only final.pt for init_iters; without that stage it is refused before anything is written;
+    --pretrained and --iters on the command line win over the preset."""
+    from pipeline.models.deeplab import build_deeplab
+    from pipeline.stages.runner import state_digest
+
+    root, cfg = tiny
+    run = root / "r"
+    assert TINY[-2:] == ["--set", "init_stage="]
+    warm = TINY[:-2]  # the toy preset as it is: init_stage=adapt-noadv-nohier
+
+    def go(*extra):
+        return runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(run), *warm, *extra])
+
+    # 1. no source-only stage yet: one sentence naming the setting and the command, nothing written
+    r = go("--sources", "unity,gta5", "--set", "init_iters=2")
+    assert r.exit_code == 2 and "init_stage adapt-noadv-nohier" in r.output and "--no-adversarial" in r.output
+    assert "Traceback" not in r.output and not (run / "adapt").exists()
+    # 2. the source-only row itself starts from --pretrained (none) with the calibrated iters
+    assert go("--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--set", "iters=3").exit_code == 0
+    so = json.loads((run / "adapt-noadv-nohier/manifest.json").read_text())
+    assert so["inputs"]["pretrained"] == "none" and [p["iters"] for p in so["phases_done"]] == [3]
+    # 3. the progressive stage starts from the source-only weights and runs init_iters (aux phase: half)
+    r = go("--sources", "unity,gta5", "--set", "iters=3", "--set", "init_iters=2")
+    assert r.exit_code == 0, r.output
+    man = json.loads((run / "adapt/manifest.json").read_text())
+    assert man["inputs"]["pretrained"] == str(run / "adapt-noadv-nohier/final.pt")
+    assert [p["iters"] for p in man["phases_done"]] == [1, 2]
+    ck = torch.load(run / "adapt-noadv-nohier/final.pt", weights_only=True)
+    model = build_deeplab("resnet18-l3", 19)
+    model.load_state_dict(ck["model"])
+    assert man["inputs"]["init_weights_sha256"] == state_digest(model)
+    # 4. its retraining starts from those same weights again (Eq. 11: the adapt stage's initial weights)
+    assert runner.invoke(app, ["pseudolabel", "--config", str(cfg), "--run", str(run)]).exit_code == 0
+    r = runner.invoke(app, ["retrain", "--config", str(cfg), "--run", str(run)])
+    assert r.exit_code == 0, r.output
+    re = json.loads((run / "retrain/manifest.json").read_text())
+    assert re["inputs"]["init_weights_sha256"] == man["inputs"]["init_weights_sha256"]
+    assert [p["iters"] for p in re["phases_done"]] == [1, 2]
+    # 5. --pretrained none starts from scratch; --iters is what the stage runs, warm-started or not
+    r = go("--sources", "gta5", "--no-hierarchy", "--pretrained", "none", "--iters", "1")
+    assert r.exit_code == 0, r.output
+    man = json.loads((run / "adapt-nohier/manifest.json").read_text())
+    assert man["inputs"]["pretrained"] == "none" and man["config"]["init_stage"] == ""
+    r = go("--sources", "gta5", "--align", "category", "--iters", "1")
+    assert r.exit_code == 0, r.output
+    man = json.loads((run / "adapt-align-category/manifest.json").read_text())
+    assert man["inputs"]["pretrained"].endswith("final.pt") and [p["iters"] for p in man["phases_done"]] == [1]

@@ -100,7 +100,7 @@ def test_calibrate_smoke(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "calibrate.py"), "--data", str(tmp_path / "t"),
                         "--out", str(tmp_path / "c"), "--seeds", "0", "--jobs", "1", "--iters", "1",
                         "--heldout-count", "3", "--record", str(rec), "--label", "smoke",
-                        "--set", "backbone=resnet18-l3"],
+                        "--set", "backbone=resnet18-l3", "--set", "init_stage="],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "source-only, held-out source" in r.stdout and "MISSED" in r.stdout  # 1 iteration misses the goals

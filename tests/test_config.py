@@ -48,10 +48,16 @@ def test_auxiliary_phases_run_their_share_and_d_has_its_width():
     from pipeline import train
     from pipeline.stages.adapt import build_phases
 
-    cfg = preset("toy").overrides(["iters=10", "aux_share=0.25"])
+    cfg = preset("toy").overrides(["iters=10", "init_iters=0", "aux_share=0.25"])
     assert [p.iters for p in build_phases(cfg, ["unity", "synthia", "gta5"])] == [2, 2, 10]
     assert [p.iters for p in build_phases(cfg, ["gta5"])] == [10]
     assert [p.iters for p in build_phases(cfg.overrides(["iters=1"]), ["unity", "gta5"])] == [1, 1]
     assert [p.iters for p in build_phases(preset("paper"), ["unity", "gta5"])] == [120_000, 120_000]
+    # the toy preset's aligning stages start from the source-only model and run init_iters; the rows
+    # without alignment (source-only, oracle) keep the calibrated iters
+    toy = preset("toy")
+    assert [p.iters for p in build_phases(toy, ["unity", "gta5"])] == [250, 500]
+    so = toy.overrides(["adversarial=false", "align="])
+    assert [p.iters for p in build_phases(so, ["gta5"])] == [1000]
     D = train.OutputDiscriminator(19, ndf=cfg.d_ndf)
     assert [m.out_channels for m in D.modules() if isinstance(m, torch.nn.Conv2d)][0] == cfg.d_ndf

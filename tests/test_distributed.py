@@ -31,7 +31,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "phfa_cli", "--", "adapt",
                         "--config", str(cfg), "--run", str(tmp_path / "r"), "--sources", "gta5", "--preset", "toy",
                         "--iters", "2", "--set", "source_size=64,32", "--set", "target_size=64,32",
-                        "--set", "batch_size=2", "--set", "log_every=1"],
+                        "--set", "batch_size=2", "--set", "log_every=1", "--set", "init_stage="],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     man = json.loads((tmp_path / "r/adapt/manifest.json").read_text())

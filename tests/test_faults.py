@@ -19,7 +19,7 @@ from phfa_cli.app import app
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 TINY = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
-        "--set", "log_every=1", "--set", "ckpt_every=2"]
+        "--set", "log_every=1", "--set", "ckpt_every=2", "--set", "init_stage="]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pipeline.data import pngio
 
 runner = CliRunner()
 TINY = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
-        "--set", "log_every=1"]
+        "--set", "log_every=1", "--set", "init_stage="]
 
 
 def _adapt(cfg, run, *extra):

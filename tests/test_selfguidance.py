@@ -12,7 +12,7 @@ from pipeline.data.dataconfig import DomainSpec
 
 runner = CliRunner()
 TINY = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
-        "--set", "log_every=1"]
+        "--set", "log_every=1", "--set", "init_stage="]
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,8 @@ def test_fda_domain_and_adapt_on_it(tiny):
     _same_labels(cfg, "gta5", root / "r/translate-gta5-fda/domain", "gta5", (56, 30))
     r = runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(root / "r"), "--sources", "gta5",
                             "--source-style", "fda", "--no-hierarchy", "--iters", "1", "--preset", "toy",
-                            "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2"])
+                            "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
+                            "--set", "init_stage="])
     assert r.exit_code == 0, r.output
     man = json.loads((root / "r/adapt-fda-nohier/manifest.json").read_text())
     assert man["inputs"]["source_roots"]["gta5"].endswith("translate-gta5-fda/domain")

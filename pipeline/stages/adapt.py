@@ -4,7 +4,9 @@ Phase k trains on source k of `--sources` (ordered: preliminary ... primary) aga
 few-shot target, starting from phase k-1's weights (paper III-B). The hierarchy losses
 join in the primary (last) phase unless `hierarchy_all_phases`. Without adversarial and
 hierarchy it is the source-only baseline (the paper's FCN row); with the target itself
-as the only source it is the oracle.
+as the only source it is the oracle. An aligning stage starts from `--pretrained`, or, when
+the config names an `init_stage` (the toy preset: the source-only stage), from that stage's
+final weights for `init_iters` iterations (see `pipeline.stages.runner.initial_weights`).
 
 Artefacts in RUN/<stage>/: final.pt (segmentor), last.pt (resumable state), metrics.jsonl,
 metrics.json (target val, when labelled) and manifest.json. The stage runner
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import TrainConfig
+from pipeline.config import TrainConfig, primary_iters
 from pipeline.data import datasets
 from pipeline.data.check import check_files
 from pipeline.data.dataconfig import DataConfig, DomainSpec
@@ -41,7 +43,8 @@ def build_phases(cfg: TrainConfig, sources: list[str], target_labels: bool = Fal
     for k, src in enumerate(sources):
         primary = k == len(sources) - 1
         align = tuple(cfg.align) if (primary or cfg.hierarchy_all_phases) else ()
-        iters = cfg.iters if primary else max(1, round(cfg.iters * cfg.aux_share))
+        n = primary_iters(cfg)
+        iters = n if primary else max(1, round(n * cfg.aux_share))
         phases.append(train.Phase(f"{k + 1}-{src}", src, iters, cfg.adversarial, align, target_labels))
     return phases
 

@@ -5,7 +5,8 @@ does *how*, the same way for all of them:
 
     1. check every input and build the plan (nothing is written yet; on --resume the
        interrupted run's config, read from last.pt, wins over the command line)
-    2. build the model from the initial weights (`--pretrained`) or last.pt
+    2. build the model from the initial weights (`--pretrained`, or the run's `init_stage` for an
+       aligning stage: `initial_weights`) or last.pt
     3. open the stage folder (refuse / resume / replace with --force, keeping the old one
        until the new one is written)
     4. train (`pipeline.train.run`), write final.pt, evaluate on the target's val split,
@@ -27,7 +28,7 @@ from pipeline import classes as C
 from pipeline import inference
 from pipeline import metrics as M
 from pipeline import train
-from pipeline.config import TrainConfig, from_dict
+from pipeline.config import TrainConfig, from_dict, warm_started
 from pipeline.data import datasets
 from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
@@ -61,6 +62,22 @@ def resume_state(sd: StageDir, resume: bool) -> dict | None:
     if ck.get("kind") != "train-state":
         raise PhfaError(f"--resume: {sd.path / 'last.pt'} is not a training state")
     return ck
+
+
+def initial_weights(run: Path, cfg: TrainConfig) -> str:
+    """What the model starts from: `pretrained`, or for an aligning stage of a config that names an
+    `init_stage`, that stage's final.pt. The toy preset has no ImageNet weights to start from, so its
+    adaptation rows (and their retraining) start from the run's source-only model, trained from scratch
+    with the calibrated schedule, as methods with a source warm-up do; the rows without adaptation
+    (source-only, oracle) start from `pretrained` as calibrated."""
+    if not warm_started(cfg):
+        return cfg.pretrained
+    sd = StageDir(run, cfg.init_stage)
+    if not sd.finished() or not (sd.path / "final.pt").is_file():
+        raise PhfaError(f"init_stage {cfg.init_stage}: {sd.path} holds no finished stage to start from; train it "
+                        f"first (for the toy preset: `phfa adapt --run {run} --sources gta5 --no-adversarial "
+                        f"--no-hierarchy --preset toy`), or start from --pretrained with --set init_stage=")
+    return str(sd.path / "final.pt")
 
 
 def kept_settings(cfg: TrainConfig, old: TrainConfig) -> list[str]:
@@ -102,7 +119,8 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
     plan = make_plan(cfg, sd.manifest() if ck is not None else None)
     # --- 2. the model: initial weights, or the interrupted state (never fetch weights again)
     torch.manual_seed(cfg.seed)
-    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none" if ck is not None else cfg.pretrained, cfg.freeze_bn)
+    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none" if ck is not None else initial_weights(run, cfg),
+                          cfg.freeze_bn)
     load_report = model.load_report
     init_digest = state_digest(model) if ck is None else None
     if ck is not None:
@@ -122,7 +140,7 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
                  phases=[p.describe() for p in plan.phases], target=plan.target,
                  device=str(device), precision="bf16+channels_last" if inference.use_bf16(cfg.precision, device) else "fp32",
                  **plan.record)
-        sd.write(inputs={**sd.manifest().get("inputs", {}), "pretrained": cfg.pretrained,
+        sd.write(inputs={**sd.manifest().get("inputs", {}), "pretrained": initial_weights(run, cfg),
                          "pretrained_report": _brief(load_report),
                          "init_weights_sha256": init_digest} if ck is None else sd.manifest().get("inputs", {}))
     distributed.barrier()
