@@ -95,8 +95,8 @@ PRESETS: dict[str, dict] = {
     # at half the primary's iterations. The adaptation rows (set after the calibration, which they do
     # not touch; docs/toytown-ablation.md §6): they start from the run's source-only model for 500
     # iterations, since a toy has no ImageNet start and aligning a from-scratch model's outputs
-    # collapses them, and use lambda_adv 0.001, the value AdaptSegNet-derived configs use on the main
-    # output (the paper's 0.01 lets D win from the start on a from-scratch AdamW model).
+    # collapsed them, and use lambda_adv 0.001, the value AdaptSegNet-derived configs use on the main
+    # output (at the paper's 0.01 +AA alone collapsed on toytown: docs/toytown-ablation.md §5).
     "toy": dict(backbone="resnet18-l3", pretrained="none", freeze_bn=False,
                 source_size=(240, 132), target_size=(256, 128), batch_size=4, hflip=True, photometric=True,
                 workers=0, cache=True, iters=1000, aux_share=0.5, poly_iters=0, optimizer="adamw", lr=1e-3,
