@@ -119,8 +119,8 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
     plan = make_plan(cfg, sd.manifest() if ck is not None else None)
     # --- 2. the model: initial weights, or the interrupted state (never fetch weights again)
     torch.manual_seed(cfg.seed)
-    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none" if ck is not None else initial_weights(run, cfg),
-                          cfg.freeze_bn)
+    start = None if ck is not None else initial_weights(run, cfg)
+    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, start or "none", cfg.freeze_bn)
     load_report = model.load_report
     init_digest = state_digest(model) if ck is None else None
     if ck is not None:
@@ -140,7 +140,7 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
                  phases=[p.describe() for p in plan.phases], target=plan.target,
                  device=str(device), precision="bf16+channels_last" if inference.use_bf16(cfg.precision, device) else "fp32",
                  **plan.record)
-        sd.write(inputs={**sd.manifest().get("inputs", {}), "pretrained": initial_weights(run, cfg),
+        sd.write(inputs={**sd.manifest().get("inputs", {}), "pretrained": start,
                          "pretrained_report": _brief(load_report),
                          "init_weights_sha256": init_digest} if ck is None else sd.manifest().get("inputs", {}))
     distributed.barrier()
