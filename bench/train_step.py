@@ -30,7 +30,6 @@ def main():
         return
     from pipeline import train
     from pipeline.config import preset
-    from pipeline.losses.alignment import FeatureMemory
     from pipeline.models.deeplab import build_deeplab
     from pipeline.models.discriminator import OutputDiscriminator
 
@@ -55,10 +54,11 @@ def main():
         model = build_deeplab(cfg.backbone, 19, "none", cfg.freeze_bn).to(dev)
         if bf16:
             model = model.to(memory_format=torch.channels_last)
-        D = OutputDiscriminator(19).to(dev)
-        opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+        # D, optimisers and the per-level feature memories exactly as the training loop builds them
+        D = OutputDiscriminator(19, ndf=cfg.d_ndf).to(dev)
+        opt = train.make_optimizer(cfg, model)
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
-        mem = FeatureMemory(19, cfg.memory_size, model.feature_dim).to(dev) if phase.align else None
+        mem = train.hierarchy_memory(cfg, phase.align, model.feature_dim, dev)
         src, tgt = stream(*cfg.source_size), stream(*cfg.target_size)
         for i in range(a.warmup):
             train.train_step(cfg, model, D, opt, opt_d, mem, phase, src, tgt, dev, bf16)
