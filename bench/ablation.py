@@ -15,7 +15,8 @@ Runs, per seed, in RUN = OUT/s<seed> (toy preset, CPU, one thread per job, --job
 `--table-iv` runs only the paper's Table IV rows: FCN, +AA, +IT, +SG, +HFA, oracle.
 Stages that already finished are skipped, so the script can be re-run to complete a table.
 Then prints mean ± std of target-val mIoU per variant and the share of the oracle gap
-recovered: (variant - so) / (oracle - so).
+recovered: (variant - so) / (oracle - so); `--per-class` adds each row's per-class IoU, mean over
+the seeds; `--table-only` prints the tables of what has finished and runs nothing.
 """
 from __future__ import annotations
 
@@ -76,16 +77,22 @@ def main():
     ap.add_argument("--phfa", default=None,
                     help="the phfa executable to run (default: the one beside this Python); compare two "
                          "checkouts with the same commands by pointing it at the other's")
+    ap.add_argument("--per-class", action="store_true", help="also print per-class IoU, mean over seeds")
+    ap.add_argument("--table-only", action="store_true", help="run nothing; print the tables of finished stages")
     a = ap.parse_args()
     if a.table_iv and a.only is None:
         a.only = needed(TABLE_IV)
     cfg = Path(a.data) / "phfa-data.toml"
-    if not cfg.is_file():
+    if not cfg.is_file() and not a.table_only:
         sys.exit(f"{cfg} missing: run `phfa data synth --out {a.data}` first")
     phfa = a.phfa or str(Path(sys.executable).with_name("phfa"))
     names = a.only or list(VARIANTS)
-    run_variants(phfa, cfg, Path(a.out), a.seeds, names, a.jobs, a.sets, a.iters)
-    table(Path(a.out), a.seeds, TABLE_IV if a.table_iv else ROWS)
+    if not a.table_only:
+        run_variants(phfa, cfg, Path(a.out), a.seeds, names, a.jobs, a.sets, a.iters)
+    rows = TABLE_IV if a.table_iv else ROWS
+    table(Path(a.out), a.seeds, rows)
+    if a.per_class:
+        per_class_table(Path(a.out), a.seeds, rows)
 
 
 def run_variants(phfa: str, cfg: Path, out: Path, seeds: list[int], names: list[str], jobs: int,
@@ -164,6 +171,25 @@ def table(out: Path, seeds: list[int], rows: list[str]) -> None:
         share = f"{100 * (m - so) / (orc - so):6.1f} %" if (so is not None and orc is not None and orc != so
                                                             and v not in ("so", "oracle")) else ""
         print(f"{v:8s} {VARIANTS[v][0]:28s} {m:9.2f} {sd:5.2f}  {' '.join(f'{x:.2f}' for x in xs):24s} {share:>20s}")
+
+
+def per_class_table(out: Path, seeds: list[int], rows: list[str]) -> None:
+    """Per-class IoU of each row, mean over the seeds that finished it (a class absent from the
+    target val split, None in metrics.json, is left blank)."""
+    cols: list[tuple[str, dict]] = []
+    for v in rows:
+        mets = [json.loads(p.read_text()) for s in seeds
+                if (p := out / f"s{s}" / VARIANTS[v][0] / "metrics.json").is_file()]
+        if mets:
+            cols.append((f"{v} ({len(mets)})", {c: [m["iou"][c] for m in mets if m["iou"].get(c) is not None]
+                                                for c in mets[0]["iou"]}))
+    if not cols:
+        return
+    print(f"\nper-class IoU %, mean over seeds (seeds finished)")
+    print(f"{'class':14s} " + " ".join(f"{name:>12s}" for name, _ in cols))
+    for c in cols[0][1]:
+        print(f"{c:14s} " + " ".join(f"{statistics.mean(col[c]):12.1f}" if col.get(c) else f"{'':12s}"
+                                     for _, col in cols))
 
 
 if __name__ == "__main__":

@@ -169,3 +169,31 @@ def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     stored = json.loads((r / "adapt-nohier" / "metrics.json").read_text())["miou"]
     assert float(row[1]) == pytest.approx(stored, abs=0.006)
     assert 0.0 <= float(row[2]) <= 100.0
+
+
+def test_ablation_table_means_stds_and_gap_share(tmp_path):
+    """bench/ablation.py --table-only: mean ± std over the seeds that finished a row, the share of
+    the oracle gap recovered, and per-class means; values checked by hand."""
+    import json
+
+    def put(seed, stage, miou, road):
+        d = tmp_path / f"s{seed}" / stage
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"miou": miou, "iou": {"road": road, "train": None}}))
+
+    put(0, "adapt-noadv-nohier", 10.0, 50.0)
+    put(1, "adapt-noadv-nohier", 12.0, 60.0)
+    put(0, "adapt-nohier", 14.0, 70.0)
+    put(1, "adapt-nohier", 18.0, 80.0)
+    put(0, "adapt-oracle", 40.0, 90.0)   # seed 1's oracle did not finish: its mean is over seed 0
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "ablation.py"), "--out", str(tmp_path),
+                        "--data", str(tmp_path / "absent"), "--seeds", "0", "1", "--table-iv", "--table-only",
+                        "--per-class"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.strip()}
+    assert rows["so"][2:4] == ["11.00", "1.41"]                      # mean 11, sample std sqrt(2)
+    assert rows["aa"][2:4] == ["16.00", "2.83"] and rows["aa"][-2:] == ["17.2", "%"]  # (16-11)/(40-11)
+    assert rows["oracle"][2:4] == ["40.00", "0.00"]
+    assert "aa-it" not in rows                                        # no seed finished it: no row
+    assert rows["road"][1:] == ["55.0", "75.0", "90.0"]               # per-class means: so, aa, oracle
+    assert rows["train"][1:] == []                                    # absent from val: blank
