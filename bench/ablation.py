@@ -185,7 +185,7 @@ def per_class_table(out: Path, seeds: list[int], rows: list[str]) -> None:
                                                 for c in mets[0]["iou"]}))
     if not cols:
         return
-    print(f"\nper-class IoU %, mean over seeds (seeds finished)")
+    print("\nper-class IoU %, mean over seeds (seeds finished)")
     print(f"{'class':14s} " + " ".join(f"{name:>12s}" for name, _ in cols))
     for c in cols[0][1]:
         print(f"{c:14s} " + " ".join(f"{statistics.mean(col[c]):12.1f}" if col.get(c) else f"{'':12s}"
