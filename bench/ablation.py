@@ -151,13 +151,14 @@ def needed(rows: list[str]) -> list[str]:
     return out
 
 
+def metrics(out: Path, seeds: list[int], v: str) -> list[dict]:
+    """metrics.json of variant `v` for each seed that finished it, in seed order."""
+    return [json.loads(p.read_text()) for s in seeds
+            if (p := out / f"s{s}" / VARIANTS[v][0] / "metrics.json").is_file()]
+
+
 def table(out: Path, seeds: list[int], rows: list[str]) -> None:
-    res: dict[str, list[float]] = {}
-    for v in rows:
-        for s in seeds:
-            met = out / f"s{s}" / VARIANTS[v][0] / "metrics.json"
-            if met.is_file():
-                res.setdefault(v, []).append(json.loads(met.read_text())["miou"])
+    res = {v: [m["miou"] for m in mets] for v in rows if (mets := metrics(out, seeds, v))}
     so = statistics.mean(res["so"]) if res.get("so") else None
     orc = statistics.mean(res["oracle"]) if res.get("oracle") else None
     print(f"\ntoytown target-val mIoU (19 classes), seeds {seeds}")
@@ -178,9 +179,7 @@ def per_class_table(out: Path, seeds: list[int], rows: list[str]) -> None:
     target val split, None in metrics.json, is left blank)."""
     cols: list[tuple[str, dict]] = []
     for v in rows:
-        mets = [json.loads(p.read_text()) for s in seeds
-                if (p := out / f"s{s}" / VARIANTS[v][0] / "metrics.json").is_file()]
-        if mets:
+        if mets := metrics(out, seeds, v):
             cols.append((f"{v} ({len(mets)})", {c: [m["iou"][c] for m in mets if m["iou"].get(c) is not None]
                                                 for c in mets[0]["iou"]}))
     if not cols:
