@@ -12,6 +12,8 @@ Runs, per seed, in RUN = OUT/s<seed> (toy preset, CPU, one thread per job, --job
   it, fda   phfa translate --source gta5 [--method fda]  (CycleGAN with Eq. 7 from `so`)
   so-it, so-fda, aa-it, aa-fda: source-only / +AA on the translated sources
   aa-it-sg, full: pseudolabel + retrain (Eq. 8-11) from aa-it / the progressive PHFA on translated sources
+Diagnostics, only with --only: single-noback / single-noclass (`single` without Eq. 6 / Eq. 3),
+  bnonly (+AA at lambda_adv 0: what target batches through the trainable BN give alone).
 `--table-iv` runs only the paper's Table IV rows: FCN, +AA, +IT, +SG, +HFA, oracle.
 Stages that already finished are skipped, so the script can be re-run to complete a table.
 Then prints mean ± std of target-val mIoU per variant and the share of the oracle gap
@@ -52,8 +54,18 @@ VARIANTS = {
     "full-it": ("adapt-it", ["adapt", "--sources", "unity,gta5", "--source-style", "translated"], ["it"]),
     "pl-full": ("pseudolabel-adapt-it", ["pseudolabel", "--from", "adapt-it"], ["full-it"]),
     "full": ("retrain-adapt-it", ["retrain", "--labels", "pseudolabel-adapt-it"], ["pl-full"]),
+    # diagnostics, run only when named with --only: one hierarchy term off (single source), and
+    # +AA with lambda_adv = 0 (target batches still pass the trainable BN in train mode)
+    "single-noback": ("adapt-single-noback", ["adapt", "--sources", "gta5", "--tag", "single-noback",
+                                              "--set", "lambda_back=0"], ["so"]),
+    "single-noclass": ("adapt-single-noclass", ["adapt", "--sources", "gta5", "--tag", "single-noclass",
+                                                "--set", "lambda_class=0"], ["so"]),
+    "bnonly": ("adapt-bnonly", ["adapt", "--sources", "gta5", "--no-hierarchy", "--tag", "bnonly",
+                                "--set", "lambda_adv=0"], ["so"]),
 }
-ROWS = ["so", "aa", "single", "phfa", "so-fda", "so-it", "aa-fda", "aa-it", "aa-it-sg", "full-it", "full", "oracle"]
+DIAGNOSTIC = ["single-noback", "single-noclass", "bnonly"]
+ROWS = ["so", "aa", "single", "phfa", "so-fda", "so-it", "aa-fda", "aa-it", "aa-it-sg", "full-it", "full", "oracle",
+        *DIAGNOSTIC]
 # the paper's Table IV: FCN, +AA, +IT, +SG, +HFA (the full method), and the oracle as the ceiling
 TABLE_IV = ["so", "aa", "aa-it", "aa-it-sg", "full", "oracle"]
 NO_PRESET = {"pseudolabel"}  # stages that take no --preset/--seed (they inherit the model's)
@@ -86,7 +98,7 @@ def main():
     if not cfg.is_file() and not a.table_only:
         sys.exit(f"{cfg} missing: run `phfa data synth --out {a.data}` first")
     phfa = a.phfa or str(Path(sys.executable).with_name("phfa"))
-    names = a.only or list(VARIANTS)
+    names = a.only or [v for v in VARIANTS if v not in DIAGNOSTIC]
     if not a.table_only:
         run_variants(phfa, cfg, Path(a.out), a.seeds, names, a.jobs, a.sets, a.iters)
     rows = TABLE_IV if a.table_iv else ROWS

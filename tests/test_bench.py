@@ -197,3 +197,18 @@ def test_ablation_table_means_stds_and_gap_share(tmp_path):
     assert "aa-it" not in rows                                        # no seed finished it: no row
     assert rows["road"][1:] == ["55.0", "75.0", "90.0"]               # per-class means: so, aa, oracle
     assert rows["train"][1:] == []                                    # absent from val: blank
+
+
+def test_ablation_variants_name_their_own_stage_folders():
+    """Every variant's stage folder is the one its command writes (adapt-TAG for --tag TAG, the
+    ablation's name otherwise), so a finished stage is found and skipped; diagnostics stay out
+    of the default run."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ablation
+
+    for name, (stage, args, deps) in ablation.VARIANTS.items():
+        if "--tag" in args:
+            assert stage == f"{args[0]}-{args[args.index('--tag') + 1]}", name
+        assert all(d in ablation.VARIANTS for d in deps), name
+    assert set(ablation.DIAGNOSTIC) <= set(ablation.ROWS)
+    assert not set(ablation.DIAGNOSTIC) & set(ablation.needed(ablation.TABLE_IV))
