@@ -19,11 +19,14 @@ def grey(v: float, tint=(0.0, 0.0, 0.0)) -> np.ndarray:
     return np.clip(np.array([v + tint[0], v + tint[1], v + tint[2]], np.float32), 0, 1)
 
 
+TEXTURE_SIZE = 128  # texels per side of a bank's textures; they tile (and may be rolled) with this period
+
+
 @functools.lru_cache(maxsize=8)
 def noise_bank(seed: int, salt: int) -> np.ndarray:
     """Four tileable 128x128 noise textures (std 1): smooth, medium, fine, white."""
     rng = np.random.default_rng([seed, salt, 99])
-    n = 128
+    n = TEXTURE_SIZE
     fy = np.fft.fftfreq(n)[:, None]
     fx = np.fft.fftfreq(n)[None, :]
     r = np.sqrt(fx * fx + fy * fy)
