@@ -18,7 +18,9 @@ Diagnostics, only with --only: single-noback / single-noclass (`single` without 
 Stages that already finished are skipped, so the script can be re-run to complete a table.
 Then prints mean ± std of target-val mIoU per variant and the share of the oracle gap
 recovered: (variant - so) / (oracle - so); `--per-class` adds each row's per-class IoU, mean over
-the seeds; `--table-only` prints the tables of what has finished and runs nothing.
+the seeds; then each component as a paired difference (the same training seed on both sides),
+mean ± std over the seeds that finished both rows; `--table-only` prints the tables of what has
+finished and runs nothing.
 """
 from __future__ import annotations
 
@@ -68,6 +70,24 @@ ROWS = ["so", "aa", "single", "phfa", "so-fda", "so-it", "aa-fda", "aa-it", "aa-
         *DIAGNOSTIC]
 # the paper's Table IV: FCN, +AA, +IT, +SG, +HFA (the full method), and the oracle as the ceiling
 TABLE_IV = ["so", "aa", "aa-it", "aa-it-sg", "full", "oracle"]
+# components read as paired differences: (what it measures, row with it, row without it)
+PAIRS = [
+    ("AA", "aa", "so"),
+    ("AA's adversarial gradient", "aa", "bnonly"),
+    ("HFA, single source", "single", "aa"),
+    ("HFA's background term Eq. 6", "single", "single-noback"),
+    ("HFA's category term Eq. 3", "single", "single-noclass"),
+    ("progressive unity phase", "phfa", "single"),
+    ("IT alone", "so-it", "so"),
+    ("IT under AA", "aa-it", "aa"),
+    ("FDA alone", "so-fda", "so"),
+    ("FDA under AA", "aa-fda", "aa"),
+    ("SG on +AA +IT", "aa-it-sg", "aa-it"),
+    ("SG on PHFA", "full", "full-it"),
+    ("PHFA over +AA +IT", "full-it", "aa-it"),
+    ("full over +AA +IT +SG", "full", "aa-it-sg"),
+    ("full over source-only", "full", "so"),
+]
 NO_PRESET = {"pseudolabel"}  # stages that take no --preset/--seed (they inherit the model's)
 
 
@@ -103,6 +123,7 @@ def main():
         run_variants(phfa, cfg, Path(a.out), a.seeds, names, a.jobs, a.sets, a.iters)
     rows = TABLE_IV if a.table_iv else ROWS
     table(Path(a.out), a.seeds, rows)
+    paired_table(Path(a.out), a.seeds)
     if a.per_class:
         per_class_table(Path(a.out), a.seeds, rows)
 
@@ -184,6 +205,26 @@ def table(out: Path, seeds: list[int], rows: list[str]) -> None:
         share = f"{100 * (m - so) / (orc - so):6.1f} %" if (so is not None and orc is not None and orc != so
                                                             and v not in ("so", "oracle")) else ""
         print(f"{v:8s} {VARIANTS[v][0]:28s} {m:9.2f} {sd:5.2f}  {' '.join(f'{x:.2f}' for x in xs):24s} {share:>20s}")
+
+
+def paired_table(out: Path, seeds: list[int]) -> None:
+    """Each component of PAIRS as `with - without` per training seed, over the seeds that
+    finished both rows: a seed-to-seed spread shared by both rows cancels out."""
+    lines = []
+    for name, a, b in PAIRS:
+        ds = [(s, ma[0]["miou"] - mb[0]["miou"]) for s in seeds
+              if (ma := metrics(out, [s], a)) and (mb := metrics(out, [s], b))]
+        if not ds:
+            continue
+        xs = [d for _, d in ds]
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        per = " ".join(f"{d:+.2f}" for d in xs)
+        lines.append(f"{name:28s} {a + ' - ' + b:22s} {statistics.mean(xs):+7.2f} {sd:5.2f}  {per:24s} "
+                     f"seeds {','.join(str(s) for s, _ in ds)}")
+    if lines:
+        print("\npaired differences, mIoU (same training seed on both sides)")
+        print(f"{'component':28s} {'rows':22s} {'mean':>7s} {'std':>5s}  {'per seed':24s}")
+        print("\n".join(lines))
 
 
 def per_class_table(out: Path, seeds: list[int], rows: list[str]) -> None:

@@ -197,6 +197,10 @@ def test_ablation_table_means_stds_and_gap_share(tmp_path):
     assert "aa-it" not in rows                                        # no seed finished it: no row
     assert rows["road"][1:] == ["55.0", "75.0", "90.0"]               # per-class means: so, aa, oracle
     assert rows["train"][1:] == []                                    # absent from val: blank
+    pairs = [line for line in r.stdout.splitlines() if line.startswith("AA ")]
+    assert len(pairs) == 1 and pairs[0].split()[1:6] == ["aa", "-", "so", "+5.00", "1.41"]  # +4, +6 paired
+    assert "seeds 0,1" in pairs[0]
+    assert "full over" not in r.stdout                               # no seed finished `full`: no pair
 
 
 def test_ablation_variants_name_their_own_stage_folders():
