@@ -49,6 +49,9 @@ class TrainConfig:
     poly_power: float = 0.9                  # lr = lr0 * (1 - it/horizon)^power, for segmentor and D
     poly_iters: int = 250_000                # poly horizon; the reference decays over 250k and stops at
                                              # iters (lr there: lr0 * 0.52^0.9); 0 = iters; else >= iters
+    weight_average: float = 0.0              # share of each phase's last iterations whose weights are averaged,
+                                             # equally, every iteration, into the phase's result (SWA; BN
+                                             # statistics averaged alike); 0 = off, the last weights (paper)
     lr_d: float = 1e-4                       # discriminator Adam lr (reference value; Table I blank)
     betas_d: tuple[float, float] = (0.9, 0.99)  # discriminator Adam betas (Table I)
     d_ndf: int = 64                          # output-space discriminator width, channels of its first layer
@@ -226,6 +229,9 @@ def validate(cfg) -> None:
                         "discriminator (at least 32 pixels a side); raise source_size/target_size")
     if cfg.iters < 1 or cfg.batch_size < 1:
         raise PhfaError("iters and batch_size must be at least 1")
+    if not 0 <= cfg.weight_average < 1:
+        raise PhfaError(f"--set weight_average={cfg.weight_average}: the share of a phase's last iterations "
+                        "averaged lies in [0, 1) (0 = off)")
     if not 0 < cfg.aux_share <= 1:
         raise PhfaError(f"--set aux_share={cfg.aux_share}: the share of iters an earlier progressive phase runs "
                         "lies in (0, 1]")

@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline import classes as C
@@ -277,6 +278,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
             opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
             schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, poly_schedule(horizon, cfg.poly_power)))
         memory = hierarchy_memory(cfg, ph.align, model.feature_dim, device)
+        average, average_from = weight_average(cfg, model, ph.iters, device)
         if resume is not None and resume.get("phase_done"):
             resume = None  # the previous phase ended; this one starts fresh from the saved weights
         if resume is not None and pi == state.phase:
@@ -288,6 +290,8 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
                 opt_d.load_state_dict(resume["opt_d"])
             if memory is not None and resume.get("memory") is not None:
                 memory.load_state_dict(resume["memory"])
+            if average is not None and resume.get("average") is not None:
+                average.load_state_dict(resume["average"])
             torch.set_rng_state(resume["rng"])
             resume = None
         src_it = make_loader(data.sources[ph.source], cfg.batch_size, cfg.workers,
@@ -296,7 +300,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
                              device) if ph.needs_target else None
 
         def snapshot(it: int, pi=pi, D=D, opt=opt, opt_d=opt_d, memory=memory, schedulers=schedulers,
-                     phase_done: bool = False) -> Path:
+                     average=average, phase_done: bool = False) -> Path:
             p = out / "last.pt"
             if main:
                 checkpoint.save(p, {
@@ -309,6 +313,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
                     "disc": D.state_dict() if D is not None else None,
                     "opt_d": opt_d.state_dict() if opt_d is not None else None,
                     "memory": memory.state_dict() if memory is not None else None,
+                    "average": average.state_dict() if average is not None and not phase_done else None,
                     "rng": torch.get_rng_state(),
                 })
             return p
@@ -317,8 +322,14 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         if D is not None:
             D.train()
         t0 = time.time()
-        loop(ph.name, start_it, ph.iters,
-             lambda it: train_step(cfg, net, D, opt, opt_d, memory, ph, src_it, tgt_it, device, bf16),
+        def step(it: int, D=D, opt=opt, opt_d=opt_d, memory=memory, ph=ph, src_it=src_it, tgt_it=tgt_it,
+                 average=average, average_from=average_from) -> dict[str, torch.Tensor]:
+            losses = train_step(cfg, net, D, opt, opt_d, memory, ph, src_it, tgt_it, device, bf16)
+            if average is not None and it >= average_from:
+                average.update_parameters(model)  # the weights after iteration it + 1
+            return losses
+
+        loop(ph.name, start_it, ph.iters, step,
              schedulers=schedulers, reporter=reporter, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
              snapshot=snapshot, metrics_path=metrics_path if main else None, record={"phase": ph.name},
              check_every_step=device.type == "cpu",
@@ -326,9 +337,26 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         state.history.append({**ph.describe(),
                               "memory_counts": memory.counts() if memory is not None else None,
                               "seconds": round(time.time() - t0, 1)})
+        if average is not None:  # the phase's result is the average; the batch counters stay the model's
+            with torch.no_grad():
+                for k, v in average.module.state_dict().items():
+                    if v.is_floating_point():
+                        model.state_dict()[k].copy_(v)
         state.phase, state.it = pi + 1, 0
         snapshot(ph.iters, phase_done=True)  # the weights the next phase (or final.pt) starts from
     return state
+
+
+def weight_average(cfg: TrainConfig, model: torch.nn.Module, iters: int,
+                   device: torch.device) -> tuple[AveragedModel | None, int]:
+    """The equal average of the weights after each of a phase's last `weight_average * iters`
+    iterations (stochastic weight averaging, averaged densely), and the first iteration it takes.
+    Batch-norm running statistics are averaged alike, not recomputed for the averaged weights as
+    SWA does with a pass over the training data: an approximation that costs nothing."""
+    if cfg.weight_average <= 0:
+        return None, iters
+    n = max(1, round(cfg.weight_average * iters))
+    return AveragedModel(model, device=device, use_buffers=True), iters - n
 
 
 def hierarchy_memory(cfg: TrainConfig, align, dim: int, device: torch.device) -> al.HierarchyMemory | None:

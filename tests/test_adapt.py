@@ -107,6 +107,62 @@ def test_resume_after_ctrl_c_mid_step_equals_straight_run(tiny, monkeypatch):
     assert json.loads((root / "resumed/adapt/manifest.json").read_text())["status"] == "finished"
 
 
+def _record_steps(monkeypatch, on_step=None):
+    """Wrap the training step: the model's state after every iteration (and an optional action)."""
+    from pipeline import train
+    real, states = train.train_step, []
+
+    def recorded(cfg, net, *a, **k):
+        out = real(cfg, net, *a, **k)
+        states.append({n: v.detach().clone() for n, v in net.state_dict().items()})
+        if on_step is not None:
+            on_step(len(states))
+        return out
+    monkeypatch.setattr(train, "train_step", recorded)
+    return states
+
+
+def test_weight_average_is_the_mean_of_the_last_iterations(tiny, monkeypatch):
+    root, cfg = tiny
+    states = _record_steps(monkeypatch)
+    args = ["--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--iters", "4"]
+    assert adapt(cfg, root / "avg", *args, "--set", "weight_average=0.5").exit_code == 0
+    assert len(states) == 4
+    final = _weights(root / "avg/adapt-noadv-nohier/final.pt")
+    moved = 0
+    for k, v in final.items():
+        if v.is_floating_point():  # the equal average of the weights after iterations 3 and 4
+            assert torch.allclose(v, (states[2][k] + states[3][k]) / 2, atol=1e-6), k
+            moved += not torch.allclose(v, states[3][k], atol=1e-6)
+        else:  # BN batch counters stay the model's own
+            assert torch.equal(v, states[3][k]), k
+    assert moved  # the average is not the last weights
+    states.clear()
+    assert adapt(cfg, root / "last", *args).exit_code == 0  # off (the default): the last weights
+    for k, v in _weights(root / "last/adapt-noadv-nohier/final.pt").items():
+        assert torch.equal(v, states[3][k]), k
+
+
+def test_resume_inside_the_averaged_iterations_equals_straight_run(tiny, monkeypatch):
+    import os
+    import signal
+    root, cfg = tiny
+    args = ["--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--iters", "5", "--set", "weight_average=0.6"]
+    assert adapt(cfg, root / "straight", *args).exit_code == 0
+    _record_steps(monkeypatch, on_step=lambda n: n == 4 and os.kill(os.getpid(), signal.SIGINT))
+    r = adapt(cfg, root / "resumed", *args)  # stops after iteration 4: two of the three averaged
+    assert r.exit_code == 130, r.output
+    assert torch.load(root / "resumed/adapt-noadv-nohier/last.pt", weights_only=True)["average"] is not None
+    monkeypatch.undo()
+    assert adapt(cfg, root / "resumed", *args, "--resume").exit_code == 0
+    a = _weights(root / "straight/adapt-noadv-nohier/final.pt")
+    b = _weights(root / "resumed/adapt-noadv-nohier/final.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    r = adapt(cfg, root / "bad", *args[:-1], "weight_average=1")
+    assert r.exit_code == 2 and "weight_average" in r.output and "Traceback" not in r.output
+
+
 def test_bad_inputs(tiny):
     root, cfg = tiny
     r = adapt(cfg, root / "b", "--sources", "nosuch,gta5")
