@@ -10,6 +10,14 @@ stage, the target-val mIoU with the stored running statistics (what `phfa eval` 
 with statistics re-estimated on the run's few-shot target images (AdaBN: weights unchanged, only
 the BN means and variances, from unlabelled target images the method may use). A large gap
 says the stored statistics, not the weights, limit the stage. A diagnostic, not a method stage.
+
+`--source gta5` adds a third column: statistics re-estimated on the first `--source-count`
+training images of that source domain. For a stage trained with `weight_average` (whose stored
+statistics are the average of the window's running statistics) it is the usual stochastic
+weight averaging recipe, statistics recomputed for the averaged weights on the training data:
+
+    .venv/bin/python bench/bn_stats.py --run R --config T/phfa-data.toml \
+        --stages adapt-noadv-nohier --source gta5
 """
 from __future__ import annotations
 
@@ -48,12 +56,15 @@ def main():
     ap.add_argument("--config", required=True)
     ap.add_argument("--stages", nargs="+", required=True)
     ap.add_argument("--target", default="cityscapes")
+    ap.add_argument("--source", default=None, help="also re-estimate on this source domain's training images")
+    ap.add_argument("--source-count", type=int, default=200, help="how many of its first training images")
     a = ap.parse_args()
     run, cfg = Path(a.run), load_data_config(a.config)
     spec = cfg.domain(a.target)
     names = datasets.few_shot_names(spec, 0, layout.few_shot_file(run, a.target))  # the list the run wrote
     dev = torch.device("cpu")
-    print(f"{'stage':28s} {'stored BN':>9s} {'target BN':>9s}   (target-val mIoU, 19 classes)")
+    extra = f" {a.source + ' BN':>9s}" if a.source else ""
+    print(f"{'stage':28s} {'stored BN':>9s} {'target BN':>9s}{extra}   (target-val mIoU, 19 classes)")
     for st in a.stages:
         model, ck = load_segmentor(run / st / "final.pt")
         # evaluate at the size the stage trained the target at; re-estimate with its batch size
@@ -62,7 +73,13 @@ def main():
         model.eval()
         stored = metrics.summarize(evaluate(model, spec, "val", size, dev))["miou"]
         adabn = metrics.summarize(evaluate(reestimate_bn(model, ds, batch), spec, "val", size, dev))["miou"]
-        print(f"{st:28s} {stored:9.2f} {adabn:9.2f}", flush=True)
+        line = f"{st:28s} {stored:9.2f} {adabn:9.2f}"
+        if a.source:
+            src = cfg.domain(a.source)
+            sds = datasets.SegDataset(src, datasets.train_split(src), size=tuple(ck["config"]["source_size"]))
+            sds = torch.utils.data.Subset(sds, range(min(a.source_count, len(sds))))
+            line += f" {metrics.summarize(evaluate(reestimate_bn(model, sds, batch), spec, 'val', size, dev))['miou']:9.2f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

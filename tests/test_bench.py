@@ -150,7 +150,7 @@ def test_image_stats_tells_identity_from_a_translation(tmp_path):
 @pytest.mark.slow
 def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     """bench/bn_stats.py: its stored-statistics column reproduces the stage's own metrics.json, and
-    re-estimating BN on the few-shot images gives a valid second figure."""
+    re-estimating BN on the few-shot images (and, with --source, on source images) gives valid figures."""
     import json
 
     phfa = str(Path(sys.executable).with_name("phfa"))
@@ -162,13 +162,14 @@ def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     subprocess.run([phfa, "adapt", "--config", str(t / "phfa-data.toml"), "--run", str(r), "--sources", "gta5",
                     "--no-hierarchy", "--iters", "2", *tiny], check=True, capture_output=True)
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bn_stats.py"), "--run", str(r), "--config",
-                          str(t / "phfa-data.toml"), "--stages", "adapt-nohier"],
+                          str(t / "phfa-data.toml"), "--stages", "adapt-nohier", "--source", "gta5", "--source-count", "2"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     row = [ln for ln in out.stdout.splitlines() if ln.startswith("adapt-nohier")][0].split()
     stored = json.loads((r / "adapt-nohier" / "metrics.json").read_text())["miou"]
     assert float(row[1]) == pytest.approx(stored, abs=0.006)
     assert 0.0 <= float(row[2]) <= 100.0
+    assert len(row) == 4 and 0.0 <= float(row[3]) <= 100.0   # --source: statistics from gta5's images
 
 
 def test_ablation_table_means_stds_and_gap_share(tmp_path):
