@@ -339,9 +339,10 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
                               "seconds": round(time.time() - t0, 1)})
         if average is not None:  # the phase's result is the average; the batch counters stay the model's
             with torch.no_grad():
+                own = model.state_dict()
                 for k, v in average.module.state_dict().items():
                     if v.is_floating_point():
-                        model.state_dict()[k].copy_(v)
+                        own[k].copy_(v)
         state.phase, state.it = pi + 1, 0
         snapshot(ph.iters, phase_done=True)  # the weights the next phase (or final.pt) starts from
     return state
