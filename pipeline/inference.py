@@ -40,10 +40,11 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, size, bf16: bool = F
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], device: torch.device,
-             bf16: bool = False, reporter: Reporter | None = None, color_dir=None):
+             bf16: bool = False, reporter: Reporter | None = None, color_dir=None, per_image: list | None = None):
     """Confusion matrix (numpy, 19 x 20) of `model` on a labelled split: inputs resized to `size`,
     logits upsampled to each label's native size. Accumulates on the device; one sync at the end
-    (and one per image when `color_dir` asks for colourised predictions, written there)."""
+    (and one per image when `color_dir` asks for colourised predictions, written there, or when
+    `per_image` asks for each image's own confusion matrix, appended to it in split order)."""
     was_training = model.training
     model.eval()
     items = datasets.samples(spec, split)
@@ -58,7 +59,10 @@ def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], de
         x = to_tensor(img)[None].to(device)
         logits = predict_logits(model, x, gt.shape, bf16)
         pred = logits.argmax(1)[0]
-        conf += metrics.confusion_torch(pred, torch.from_numpy(gt).to(device))
+        one = metrics.confusion_torch(pred, torch.from_numpy(gt).to(device))
+        conf += one
+        if per_image is not None:
+            per_image.append(one.cpu().numpy())
         if color_dir is not None:
             pngio.write_png(Path(color_dir) / f"{s.name}.png", C.colorize(pred.to(torch.uint8).cpu().numpy()))
         if reporter is not None:

@@ -150,7 +150,8 @@ def test_image_stats_tells_identity_from_a_translation(tmp_path):
 @pytest.mark.slow
 def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     """bench/bn_stats.py: its stored-statistics column reproduces the stage's own metrics.json, and
-    re-estimating BN on the few-shot images (and, with --source, on source images) gives valid figures."""
+    re-estimating BN on the few-shot images (and, with --source, on source images) gives valid figures;
+    bench/val_noise.py reproduces the same figure."""
     import json
 
     phfa = str(Path(sys.executable).with_name("phfa"))
@@ -170,6 +171,13 @@ def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     assert float(row[1]) == pytest.approx(stored, abs=0.006)
     assert 0.0 <= float(row[2]) <= 100.0
     assert len(row) == 4 and 0.0 <= float(row[3]) <= 100.0   # --source: statistics from gta5's images
+    # bench/val_noise.py on the same stage: its mIoU is the stage's own, its val noise a valid std
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "val_noise.py"), "--config", str(t / "phfa-data.toml"),
+                          "--runs", str(r), "--stage", "adapt-nohier", "--boot", "50"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    row = [ln for ln in out.stdout.splitlines() if ln.startswith(str(r))][0].split()
+    assert float(row[1]) == pytest.approx(stored, abs=0.006) and float(row[2]) >= 0.0
 
 
 def test_ablation_table_means_stds_and_gap_share(tmp_path):
@@ -202,6 +210,25 @@ def test_ablation_table_means_stds_and_gap_share(tmp_path):
     assert len(pairs) == 1 and pairs[0].split()[1:6] == ["aa", "-", "so", "+5.00", "1.41"]  # +4, +6 paired
     assert "seeds 0,1" in pairs[0]
     assert "full over" not in r.stdout                               # no seed finished `full`: no pair
+
+
+def test_val_noise_bootstrap_by_hand():
+    """bench/val_noise.py resamples images with replacement. Image a alone: mIoU 100 (class 0
+    right); b alone: 0 (class 0 called class 1); a + b: IoU 1/2 and 0, mIoU 25. Resamples aa, ab,
+    bb come with probabilities 1/4, 1/2, 1/4: mean 37.5, std sqrt(2812.5 - 37.5^2) = 37.5."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from val_noise import bootstrap_miou
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    a, b = np.zeros((19, 20), np.int64), np.zeros((19, 20), np.int64)
+    a[0, 0], b[0, 1] = 1, 1
+    m = bootstrap_miou(np.stack([a, b]), 20000)
+    assert set(np.round(m, 6)) == {0.0, 25.0, 100.0}
+    assert abs(m.mean() - 37.5) < 1.0 and abs(m.std(ddof=1) - 37.5) < 1.0
+    assert bootstrap_miou(np.stack([a, a, a]), 100).std() == 0.0     # identical images: no val noise
 
 
 def test_ablation_variants_name_their_own_stage_folders():

@@ -124,3 +124,32 @@ def test_predictions_outside_the_classes_are_measured(tiny_data, tmp_path):
     _write_preds(tmp_path / "p", val, lambda g: np.full_like(g, 200))
     m = evaluate_folder(load_data_config(cfg), "cityscapes", "val", tmp_path / "p")
     assert m["outside_class_share"] == pytest.approx(1.0) and m["miou"] == 0
+
+
+def test_evaluate_per_image_confusions_sum_to_the_split(tiny_data):
+    """inference.evaluate(per_image=...) keeps one confusion matrix per val image, in split order,
+    and they add up to the matrix it returns (bench/val_noise.py bootstraps over them)."""
+    import numpy as np
+    import torch
+
+    from pipeline import inference
+    from pipeline.data import datasets
+    from pipeline.data.dataconfig import load_data_config
+
+    class Conv(torch.nn.Module):          # a segmentor's (features, logits) interface
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.c = torch.nn.Conv2d(3, 19, 1)
+
+        def forward(self, x):
+            return None, self.c(x)
+
+    cfg, _ = tiny_data
+    spec = load_data_config(cfg).domain("cityscapes")
+    per_image: list = []
+    conf = inference.evaluate(Conv(), spec, "val", (32, 16), torch.device("cpu"), per_image=per_image)
+    items = datasets.samples(spec, "val")
+    assert len(per_image) == len(items) == 4
+    assert np.array_equal(np.sum(per_image, axis=0), conf)
+    assert all(p.sum() > 0 for p in per_image) and not np.array_equal(per_image[0], per_image[1])
