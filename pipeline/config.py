@@ -35,6 +35,7 @@ class TrainConfig:
     hflip: bool = False                      # random horizontal flips (paired image/label)
     photometric: bool = False                # random brightness/contrast/saturation, blur, noise on training
                                              # images of every domain alike (toy calibration; paper: off)
+    photometric_range: float = 0.3           # brightness, contrast and saturation scaled by U(1-r, 1+r)
     workers: int = 4                         # DataLoader workers (0 = in-process)
     cache: bool = False                      # keep decoded, resized images in memory (small data)
     # --- optimisation (Table I). D, both optimisers, the poly schedule and the feature memories
@@ -232,6 +233,9 @@ def validate(cfg) -> None:
     if not 0 <= cfg.weight_average < 1:
         raise PhfaError(f"--set weight_average={cfg.weight_average}: the share of a phase's last iterations "
                         "averaged lies in [0, 1) (0 = off)")
+    if not 0 <= cfg.photometric_range < 1:
+        raise PhfaError(f"--set photometric_range={cfg.photometric_range}: brightness, contrast and saturation "
+                        "are scaled by U(1-r, 1+r), so r lies in [0, 1)")
     if not 0 < cfg.aux_share <= 1:
         raise PhfaError(f"--set aux_share={cfg.aux_share}: the share of iters an earlier progressive phase runs "
                         "lies in (0, 1]")

@@ -91,6 +91,11 @@ def test_photometric_by_hand():
         seen += 1
         assert (photometric(img, seed) == np.uint8(round(100 * b))).all()
     assert seen >= 3
+    for seed in range(20):                             # a wider spread draws U(0.5, 1.5) from the same stream
+        rng = np.random.default_rng(seed)
+        b = rng.uniform(0.5, 1.5, 3)[0]
+        if not (rng.random(2) < 0.5)[1]:
+            assert (photometric(img, seed, 0.5) == np.uint8(min(255, round(100 * b)))).all()
     col = np.zeros((6, 8, 3), np.uint8)
     col[..., 0] = 200                                  # pure red: saturation moves it towards grey or away
     outs = {photometric(col, s).tobytes() for s in range(5)}
@@ -110,6 +115,8 @@ def test_photometric_only_when_set_and_labels_untouched(tmp_path):
     x2, _, _ = aug[(0, False)]                         # no seed from the sampler: no change
     assert torch.equal(x0, x2) and not torch.equal(x0, x1) and torch.equal(y0, y1)
     assert torch.equal(x1, aug[(0, False, 11)][0])     # a function of the seed alone
+    wide = SegDataset(spec, "all", None, labels=True, photometric=True, photometric_range=0.6)
+    assert not torch.equal(wide[(0, False, 11)][0], x1)  # the range reaches the transform
 
 
 def test_components_are_numbered_per_image_in_a_batch():

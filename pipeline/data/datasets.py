@@ -59,9 +59,9 @@ class SegDataset(Dataset):
 
     def __init__(self, spec: DomainSpec, split: str, size: tuple[int, int] | None = None,
                  labels: bool = True, names: list[str] | None = None, hflip: bool = False,
-                 cache: bool = False, photometric: bool = False):
+                 cache: bool = False, photometric: bool = False, photometric_range: float = 0.3):
         self.spec, self.split, self.size, self.labels, self.hflip = spec, split, size, labels, hflip
-        self.photometric = photometric
+        self.photometric, self.photometric_range = photometric, photometric_range
         items = samples(spec, split)
         if names is not None:
             by = {s.name: s for s in items}
@@ -95,7 +95,7 @@ class SegDataset(Dataset):
         i, flip, aug = (*key, None)[:3] if isinstance(key, tuple) else (key, False, None)
         img, lab = self._load(i)
         if self.photometric and aug is not None:
-            img = photometric(img, aug)
+            img = photometric(img, aug, self.photometric_range)
         if lab is None:
             lab = np.full(img.shape[:2], C.IGNORE, dtype=np.uint8)
         if flip and self.hflip:

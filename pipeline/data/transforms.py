@@ -21,18 +21,19 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return (t - mean) / std
 
 
-def photometric(img: np.ndarray, seed: int) -> np.ndarray:
+def photometric(img: np.ndarray, seed: int, spread: float = 0.3) -> np.ndarray:
     """A random photometric change of a uint8 HxWx3 image, a function of ``seed`` alone.
 
     Brightness, contrast (about the image's mean grey) and saturation (about each pixel's grey)
-    are each scaled by U(0.7, 1.3); then, each with probability 1/2, a Gaussian blur with sigma
-    U(0.3, 1.2) pixels and Gaussian noise with std U(0, 8) grey levels. Labels are untouched.
+    are each scaled by U(1 - spread, 1 + spread) (0.7-1.3 by default); then, each with probability
+    1/2, a Gaussian blur with sigma U(0.3, 1.2) pixels and Gaussian noise with std U(0, 8) grey
+    levels. Labels are untouched.
     Used on every training image of every domain alike when ``photometric`` is set.
     """
     import cv2
 
     rng = np.random.default_rng(seed)
-    b, c, s = rng.uniform(0.7, 1.3, 3)
+    b, c, s = rng.uniform(1.0 - spread, 1.0 + spread, 3)
     blur, noise = rng.random(2) < 0.5
     sigma, std = rng.uniform(0.3, 1.2), rng.uniform(0.0, 8.0)
     luma = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R BT.601 grey
