@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from pipeline import classes as C
 from pipeline.data import formats, pngio, prepare
 from pipeline.data.dataconfig import DomainSpec
-from pipeline.data.transforms import photometric, to_tensor
+from pipeline.data.transforms import PHOTOMETRIC_RANGE, photometric, to_tensor
 from pipeline.errors import PhfaError
 from pipeline.runtime.atomic import write_text
 
@@ -59,7 +59,7 @@ class SegDataset(Dataset):
 
     def __init__(self, spec: DomainSpec, split: str, size: tuple[int, int] | None = None,
                  labels: bool = True, names: list[str] | None = None, hflip: bool = False,
-                 cache: bool = False, photometric: bool = False, photometric_range: float = 0.3):
+                 cache: bool = False, photometric: bool = False, photometric_range: float = PHOTOMETRIC_RANGE):
         self.spec, self.split, self.size, self.labels, self.hflip = spec, split, size, labels, hflip
         self.photometric, self.photometric_range = photometric, photometric_range
         items = samples(spec, split)

@@ -11,6 +11,7 @@ import torch
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+PHOTOMETRIC_RANGE = 0.3   # default spread r of `photometric` (TrainConfig.photometric_range)
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -21,7 +22,7 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return (t - mean) / std
 
 
-def photometric(img: np.ndarray, seed: int, spread: float = 0.3) -> np.ndarray:
+def photometric(img: np.ndarray, seed: int, spread: float = PHOTOMETRIC_RANGE) -> np.ndarray:
     """A random photometric change of a uint8 HxWx3 image, a function of ``seed`` alone.
 
     Brightness, contrast (about the image's mean grey) and saturation (about each pixel's grey)
