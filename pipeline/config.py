@@ -18,7 +18,7 @@ ALIGN_LEVELS = ("object", "category", "background")
 @dataclass
 class TrainConfig:
     # --- model (docs/method.md, "Segmentor")
-    backbone: str = "resnet101"              # resnet101 (paper) | resnet50 | resnet18 | resnet18-l3 (no layer4)
+    backbone: str = "resnet101"              # resnet101 (paper) | resnet50 | resnet18 | resnet18-l3 (no layer4) | effnet-lite0[-s5]
     pretrained: str = "imagenet"             # imagenet | none | PATH: a state dict; the reference
                                              # DeepLab_resnet_pretrained_init-f81d91e8.pth (keys Scale.*)
                                              # builds the Caffe variant (strides, 0-255 BGR input)

@@ -48,13 +48,14 @@ import torchvision
 
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PhfaError
+from pipeline.models import effnet
 
-BACKBONES: tuple[str, ...] = ("resnet18", "resnet18-l3", "resnet50", "resnet101")
+BACKBONES: tuple[str, ...] = ("resnet18", "resnet18-l3", "resnet50", "resnet101", *effnet.TRUNKS)
 # Trunks that stop after layer3, with the torchvision network they are cut from. Not DeepLab-v2:
 # a from-scratch calibration aid for the toy setting (docs/toytown-calibration.md), where
 # layer4 at output stride 8 is 69 % of the multiply-adds and did not help the oracle.
 SHORT_TRUNKS: dict[str, str] = {"resnet18-l3": "resnet18"}
-FEATURE_DIM: dict[str, int] = {"resnet18": 512, "resnet18-l3": 256}   # others: 2048
+FEATURE_DIM: dict[str, int] = {"resnet18": 512, "resnet18-l3": 256, **effnet.FEATURE_DIM}   # others: 2048
 ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
 
 # Fewer matching backbone tensors than this fraction means the file is some other network.
@@ -180,15 +181,19 @@ class DeepLabV2(nn.Module):
             raise PhfaError(f"the number of classes must be at least 1, got {num_classes}")
         if variant not in VARIANTS:
             raise PhfaError(f"unknown DeepLab-v2 variant '{variant}': choose one of {', '.join(VARIANTS)}")
-        resnet = getattr(torchvision.models, SHORT_TRUNKS.get(backbone, backbone))(weights=None)
-        _dilate(resnet.layer3, 2)
-        _dilate(resnet.layer4, 4)
         self.backbone_name = backbone
         self.num_classes = num_classes
         self.feature_dim = FEATURE_DIM.get(backbone, 2048)
-        if backbone in SHORT_TRUNKS:
-            resnet.layer4 = nn.Identity()   # features come from layer3 (still output stride 8)
-        self.backbone = ResNetTrunk(resnet)
+        if backbone in effnet.TRUNKS:
+            # Not a ResNet: EfficientNet-Lite0's trunk, whose ImageNet weights come from a package.
+            self.backbone = effnet.EfficientNetLite0Trunk(effnet.TRUNKS[backbone])
+        else:
+            resnet = getattr(torchvision.models, SHORT_TRUNKS.get(backbone, backbone))(weights=None)
+            _dilate(resnet.layer3, 2)
+            _dilate(resnet.layer4, 4)
+            if backbone in SHORT_TRUNKS:
+                resnet.layer4 = nn.Identity()   # features come from layer3 (still output stride 8)
+            self.backbone = ResNetTrunk(resnet)
         self.classifier = ASPPClassifier(self.feature_dim, num_classes)
         self.freeze_bn = freeze_bn
         self.load_report: dict | None = None
@@ -223,6 +228,10 @@ class DeepLabV2(nn.Module):
         """Switch between the torchvision and Caffe layouts (same tensors, other strides/rounding)."""
         if variant not in VARIANTS:
             raise PhfaError(f"unknown DeepLab-v2 variant '{variant}': choose one of {', '.join(VARIANTS)}")
+        if not isinstance(self.backbone, ResNetTrunk):
+            if variant != "torchvision":
+                raise PhfaError(f"the {variant} layout is a ResNet's: backbone {self.backbone_name} cannot take it")
+            return
         self.variant = variant
         self.variant_id.fill_(VARIANTS.index(variant))
         _place_stride(self.backbone.layer2, variant)
@@ -341,7 +350,8 @@ def _normalise_keys(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
     Accepted forms: torchvision ResNet keys (``layer1.0.conv1.weight``), the same with a
     ``backbone.`` prefix, a full DeepLabV2 state dict, or the Caffe layout of the reference
     init (``Scale.``-prefixed, see ``_caffe_key``); a DDP ``module.`` prefix is stripped.
-    torchvision's ``fc.*`` (ImageNet head) is ignored, not reported as unexpected.
+    torchvision's ``fc.*`` and EfficientNet-Lite0's head (``_conv_head``, ``_bn1``, ``_fc``) are ImageNet heads:
+    ignored, not reported as unexpected.
     """
     mapped: dict[str, torch.Tensor] = {}
     ignored: list[str] = []
@@ -350,7 +360,8 @@ def _normalise_keys(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
         if k.startswith(CAFFE_PREFIX):
             mapped[_caffe_key(k)] = value
             continue
-        if k.startswith("fc.") or k.startswith("backbone.fc."):
+        if (k.startswith("fc.") or k.startswith("backbone.fc.")
+                or k.startswith(effnet.HEAD_PREFIXES) or k.startswith(tuple("backbone." + h for h in effnet.HEAD_PREFIXES))):
             ignored.append(key)
             continue
         if not (k.startswith("backbone.") or k.startswith("classifier.") or k == "variant_id"):
@@ -457,6 +468,10 @@ def build_deeplab(
     """
     model = DeepLabV2(backbone, num_classes, freeze_bn=freeze_bn, variant=variant)
     if pretrained == "none":
+        return model
+    if pretrained == "imagenet" and backbone in effnet.TRUNKS:
+        path = effnet.imagenet_weights_path()
+        model.load_report = load_weights(model, _read_state_dict(path), f"ImageNet weights for {backbone} ({path})")
         return model
     if pretrained == "imagenet":
         state = _fetch_imagenet(backbone)
