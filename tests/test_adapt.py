@@ -37,7 +37,7 @@ def test_progressive_adapt_writes_stage(tiny):
     assert [p["iters"] for p in man["phases_done"]] == [1, 2]
     assert "target_val_miou" in man["metrics"]
     ck = torch.load(root / "runs/a/adapt/final.pt", weights_only=True)
-    assert ck["arch"]["backbone"] == "resnet18-l3"  # the toy preset's
+    assert ck["arch"]["backbone"] == "effnet-lite0-s5"  # the toy preset's
     lines = (root / "runs/a/adapt/metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and "obj" in json.loads(lines[-1])
     assert len((root / "runs/a/fewshot-cityscapes.txt").read_text().split("\n")) >= 4
@@ -224,10 +224,10 @@ def test_toy_preset_warm_starts_aligning_stages_from_source_only(tiny):
     r = go("--sources", "unity,gta5", "--set", "init_iters=2")
     assert r.exit_code == 2 and "init_stage adapt-noadv-nohier" in r.output and "--no-adversarial" in r.output
     assert "Traceback" not in r.output and not (run / "adapt").exists()
-    # 2. the source-only row itself starts from --pretrained (none) with the calibrated iters
+    # 2. the source-only row itself starts from --pretrained (the toy's packaged ImageNet weights) with the calibrated iters
     assert go("--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--set", "iters=3").exit_code == 0
     so = json.loads((run / "adapt-noadv-nohier/manifest.json").read_text())
-    assert so["inputs"]["pretrained"] == "none" and [p["iters"] for p in so["phases_done"]] == [3]
+    assert so["inputs"]["pretrained"] == "imagenet" and [p["iters"] for p in so["phases_done"]] == [3]
     # 3. the progressive stage starts from the source-only weights and runs init_iters (aux phase: half)
     r = go("--sources", "unity,gta5", "--set", "iters=3", "--set", "init_iters=2")
     assert r.exit_code == 0, r.output
@@ -235,7 +235,8 @@ def test_toy_preset_warm_starts_aligning_stages_from_source_only(tiny):
     assert man["inputs"]["pretrained"] == str(run / "adapt-noadv-nohier/final.pt")
     assert [p["iters"] for p in man["phases_done"]] == [1, 2]
     ck = torch.load(run / "adapt-noadv-nohier/final.pt", weights_only=True)
-    model = build_deeplab("resnet18-l3", 19)
+    assert ck["arch"]["backbone"] == "effnet-lite0-s5"   # the toy preset's
+    model = build_deeplab(ck["arch"]["backbone"], 19)
     model.load_state_dict(ck["model"])
     assert man["inputs"]["init_weights_sha256"] == state_digest(model)
     # 4. its retraining starts from those same weights again (Eq. 11: the adapt stage's initial weights)

@@ -100,13 +100,13 @@ def test_calibrate_smoke(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "calibrate.py"), "--data", str(tmp_path / "t"),
                         "--out", str(tmp_path / "c"), "--seeds", "0", "--jobs", "1", "--iters", "1",
                         "--heldout-count", "3", "--record", str(rec), "--label", "smoke",
-                        "--set", "backbone=resnet18-l3"],
+                        "--set", "backbone=resnet18-l3", "--set", "pretrained=none"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "source-only, held-out source" in r.stdout and "MISSED" in r.stdout  # 1 iteration misses the goals
     line = json.loads(rec.read_text())
     assert line["label"] == "smoke" and len(line["oracle"]) == len(line["so_source"]) == 1
-    assert line["generator"] == ["--thicken", "2"] and line["sets"] == ["backbone=resnet18-l3"]
+    assert line["generator"] == ["--thicken", "2"] and line["sets"] == ["backbone=resnet18-l3", "pretrained=none"]
     held = list((tmp_path / "c").glob("heldout-gta5-*/phfa-data.toml"))   # made with the data's --thicken
     assert len(held) == 1 and "--thicken 2" in held[0].read_text()
     assert (tmp_path / "c" / "s0" / "adapt-noadv-nohier" / "eval-heldout-gta5" / "metrics.json").is_file()
@@ -159,7 +159,7 @@ def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     subprocess.run([phfa, "data", "synth", "--out", str(t), "--count", "unity=1", "--count", "gta5=4",
                     "--count", "cityscapes_train=4", "--count", "cityscapes_val=2"], check=True, capture_output=True)
     tiny = ["--preset", "toy", "--set", "source_size=64,32", "--set", "target_size=64,32", "--set", "batch_size=2",
-            "--set", "backbone=resnet18-l3", "--set", "init_stage="]
+            "--set", "backbone=resnet18-l3", "--set", "pretrained=none", "--set", "init_stage="]
     subprocess.run([phfa, "adapt", "--config", str(t / "phfa-data.toml"), "--run", str(r), "--sources", "gta5",
                     "--no-hierarchy", "--iters", "2", *tiny], check=True, capture_output=True)
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bn_stats.py"), "--run", str(r), "--config",
