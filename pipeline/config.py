@@ -25,8 +25,8 @@ class TrainConfig:
     freeze_bn: bool = True                   # paper: frozen BN at batch 1; toy: trainable BN
     init_stage: str = ""                     # a stage of the same run whose final.pt starts every *aligning* stage
                                              # (adversarial or hierarchy; retrain starts there again) instead of
-                                             # `pretrained`. toy: the source-only stage, standing in for the ImageNet
-                                             # start a from-scratch toy lacks; "" = pretrained (paper)
+                                             # `pretrained`. toy: the source-only stage, a source warm-up (set when
+                                             # the toy trained from scratch); "" = pretrained (paper)
     init_iters: int = 0                      # primary-phase iterations of a stage started from init_stage (0 = iters)
     # --- data
     source_size: tuple[int, int] = (1280, 720)   # (W, H) source images are resized to (paper IV-A)
@@ -43,7 +43,7 @@ class TrainConfig:
     iters: int = 120_000                     # iterations per phase: where training stops (scripts: 150k-200k)
     aux_share: float = 1.0                   # iterations of each earlier (auxiliary) progressive phase, as a
                                              # share of iters (paper: 1; toy: 0.5 to fit the 30-minute chain)
-    optimizer: str = "sgd"                   # segmentor optimiser: sgd (the reference) or adamw (from scratch)
+    optimizer: str = "sgd"                   # segmentor optimiser: sgd (the reference) or adamw (toy)
     lr: float = 1e-4                         # initial lr; classifier uses 10x
     momentum: float = 0.9                    # SGD momentum
     weight_decay: float = 5e-4               # SGD weight decay

@@ -66,10 +66,10 @@ def resume_state(sd: StageDir, resume: bool) -> dict | None:
 
 def initial_weights(run: Path, cfg: TrainConfig) -> str:
     """What the model starts from: `pretrained`, or for an aligning stage of a config that names an
-    `init_stage`, that stage's final.pt. The toy preset has no ImageNet weights to start from, so its
-    adaptation rows (and their retraining) start from the run's source-only model, trained from scratch
-    with the calibrated schedule, as methods with a source warm-up do; the rows without adaptation
-    (source-only, oracle) start from `pretrained` as calibrated."""
+    `init_stage`, that stage's final.pt. The toy preset's adaptation rows (and their retraining) start
+    from the run's source-only model, trained with the calibrated schedule, as methods with a source
+    warm-up do (set when the toy trained from scratch and aligning an untrained model collapsed it);
+    the rows without adaptation (source-only, oracle) start from `pretrained` as calibrated."""
     if not warm_started(cfg):
         return cfg.pretrained
     sd = StageDir(run, cfg.init_stage)
