@@ -8,12 +8,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["train_step.py", "translate_step.py", "toy_speed.py"])
+@pytest.mark.parametrize("script", ["train_step.py", "translate_step.py", "toy_speed.py", "cpu_memory_format.py"])
 def test_bench_smoke(script):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], capture_output=True, text=True,
                        timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "ratio" in r.stdout or "fp32 step rate" in r.stdout or "b/a" in r.stdout
+    assert "ratio" in r.stdout or "fp32 step rate" in r.stdout or "b/a" in r.stdout or "speed-up" in r.stdout
 
 
 def test_pseudolabel_memory_bench_smoke():
