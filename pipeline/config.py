@@ -79,7 +79,8 @@ class TrainConfig:
     hierarchy_all_phases: bool = False       # default: hierarchy only in the primary (last) phase
     # --- runtime
     seed: int = 0                            # same seed, same numbers (CPU)
-    precision: str = "auto"                  # auto = bf16 autocast + channels_last on CUDA; fp32
+    precision: str = "auto"                  # auto = bf16 autocast + channels_last on CUDA, fp32 +
+                                             # channels_last on CPU; fp32 = contiguous fp32 everywhere
     log_every: int = 50                      # iterations between log lines / metric records
     ckpt_every: int = 1000                   # iterations between last.pt snapshots
 

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pipeline import classes as C
 from pipeline.config import TrainConfig
 from pipeline.errors import PhfaError
-from pipeline.inference import upsample, use_bf16
+from pipeline.inference import upsample, use_bf16, use_channels_last
 from pipeline.losses import adversarial as adv
 from pipeline.losses import alignment as al
 from pipeline.losses.maxsquare import class_balanced_max_square
@@ -251,8 +251,9 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     state = state or State()
     bf16 = use_bf16(cfg.precision, device)
+    cl = use_channels_last(cfg.precision, device)
     model.to(device)
-    if bf16:
+    if cl:
         model.to(memory_format=torch.channels_last)
     main = distributed.is_main()
     if not main:
@@ -385,7 +386,7 @@ def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it
     """One iteration of Eq. (10)/(11): source CE, memory update, backward; then the target
     terms; then D on detached probabilities. The learning rates are set by the schedulers."""
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
-    cl = torch.channels_last if bf16 else torch.contiguous_format
+    cl = torch.channels_last if use_channels_last(cfg.precision, device) else torch.contiguous_format
     opt.zero_grad(set_to_none=True)
     if opt_d is not None:
         opt_d.zero_grad(set_to_none=True)

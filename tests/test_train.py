@@ -175,3 +175,40 @@ def test_zero_loss_weights_reduce_the_step_to_source_only():
     for k in params:
         assert torch.allclose(so[k], full_zero[k], atol=1e-7), k
     assert any(not torch.allclose(so[k], full[k], atol=1e-7) for k in params)  # non-zero weights do change it
+
+
+def test_channels_last_on_cpu_is_the_same_step_in_another_layout():
+    """`auto` trains in channels-last on the CPU (faster, bench/cpu_memory_format.py), `fp32` in the
+    contiguous layout; both are one update of the same maths: parameters agree to float rounding."""
+    from pipeline.inference import describe_precision, use_channels_last
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_channels_last("auto", cpu) and not use_channels_last("fp32", cpu)
+    assert not use_channels_last("bf16", cpu)  # bf16 is a CUDA mode; on the CPU it stays contiguous fp32
+    assert use_channels_last("bf16", cuda) and not use_channels_last("fp32", cuda)
+    assert [describe_precision(p, cpu) for p in ("auto", "fp32")] == ["fp32+channels_last", "fp32"]
+    assert describe_precision("auto", cuda) == "bf16+channels_last"
+    ph = train.Phase("p", "s", 1, adversarial=True, align=("object", "category", "background"))
+    states = {}
+    for prec in ("auto", "fp32"):
+        cfg = dataclasses.replace(preset("toy"), lr=0.01, precision=prec)
+        torch.manual_seed(0)
+        model = build_deeplab("resnet18", 19, "none", freeze_bn=False)
+        if use_channels_last(prec, cpu):
+            model.to(memory_format=torch.channels_last)
+        torch.manual_seed(1)
+        xs, ys = torch.randn(2, 3, 32, 64), torch.randint(0, 19, (2, 32, 64))
+        xt = torch.randn(2, 3, 32, 64)
+        D = train.OutputDiscriminator(19)
+        opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=0.9)
+        opt_d = torch.optim.Adam(D.parameters(), lr=1e-4)
+        mem = al.FeatureMemory(19, 4, model.feature_dim)
+        out = train.train_step(cfg, model, D, opt, opt_d, mem, ph, _Stream(xs, ys),
+                               _Stream(xt, torch.full((2, 32, 64), 255)), cpu, False)
+        conv = next(p for n, p in model.named_parameters() if p.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == (prec == "auto")
+        states[prec] = ({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+                        float(out["seg"]))
+    (a, seg_a), (b, seg_b) = states["auto"], states["fp32"]
+    assert seg_a == pytest.approx(seg_b, rel=1e-5)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k

@@ -138,7 +138,7 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
                 reporter.message("--resume keeps the interrupted run's settings: " + ", ".join(kept))
         sd.write(config=cfg.to_dict(), world_size=distributed.world_size(),
                  phases=[p.describe() for p in plan.phases], target=plan.target,
-                 device=str(device), precision="bf16+channels_last" if inference.use_bf16(cfg.precision, device) else "fp32",
+                 device=str(device), precision=inference.describe_precision(cfg.precision, device),
                  **plan.record)
         sd.write(inputs={**sd.manifest().get("inputs", {}), "pretrained": start,
                          "pretrained_report": _brief(load_report),
