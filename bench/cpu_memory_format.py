@@ -6,8 +6,9 @@ For each backbone: the toy preset's training step (DeepLab-v2 head, batch 4 at 2
 forward + backward + step) timed in the default layout and in channels_last, alternating
 (A B A B) so that drift of a noisy machine falls on both; prints seconds per iteration, the
 ratio, and the largest relative difference of one forward pass between the two layouts (the same maths,
-other kernels). Training uses channels_last today only with bf16 on CUDA (pipeline/train.py);
-this measures whether the CPU would gain from it too.
+other kernels). Training on the CPU uses channels_last under `--precision auto` since 2026-12-06
+(pipeline/inference.py `use_channels_last`) because of what this measured; `--precision fp32`
+keeps the contiguous layout.
 """
 from __future__ import annotations
 
