@@ -217,7 +217,7 @@ def adapt_cmd(
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     tag: Annotated[Optional[str], typer.Option(help="Stage folder adapt-TAG (default: named after the ablation).")] = None,
     source_style: Annotated[str, typer.Option("--source-style", help="raw | translated (CycleGAN) | fda: train on the run's translated sources.")] = "raw",
-    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 + channels-last on CUDA, fp32 + channels-last on CPU) | bf16 | fp32 (contiguous).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
@@ -356,7 +356,7 @@ def retrain_cmd(
     pretrained: PretrainedOpt = None,
     iters: Annotated[Optional[int], typer.Option(help="Iterations per phase.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default: the adapt stage's, so the init is the same).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 + channels-last on CUDA, fp32 + channels-last on CPU) | bf16 | fp32 (contiguous).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
