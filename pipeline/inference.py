@@ -27,8 +27,8 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 def use_channels_last(precision: str, device: torch.device) -> bool:
     """Channels-last tensors in training: with bf16 on CUDA (tensor cores), and under `auto` on the
-    CPU too, where oneDNN's depthwise and 1x1 convolutions run 1.2-1.5x faster in that layout
-    (bench/cpu_memory_format.py). Same maths, another summation order: a seed's trajectory differs
+    CPU too, where the toy training step runs 1.2-1.5x faster in that layout (whole steps measured
+    by bench/cpu_memory_format.py). Same maths, another summation order: a seed's trajectory differs
     from `--precision fp32` (contiguous, the layout of figures measured before 2026-12-06) as a
     thread count does."""
     return use_bf16(precision, device) or (device.type == "cpu" and precision == "auto")
