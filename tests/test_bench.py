@@ -244,3 +244,39 @@ def test_ablation_variants_name_their_own_stage_folders():
         assert all(d in ablation.VARIANTS for d in deps), name
     assert set(ablation.DIAGNOSTIC) <= set(ablation.ROWS)
     assert not set(ablation.DIAGNOSTIC) & set(ablation.needed(ablation.TABLE_IV))
+
+
+@pytest.mark.parametrize("with_fda", [True, False])
+def test_translation_grid_leaves_out_a_missing_fda_column(tiny_data, tmp_path, with_fda):
+    """The grid has one column per stage the run holds: no black FDA column when there is no FDA stage."""
+    import shutil
+
+    import numpy as np
+
+    from pipeline.data import datasets, pngio
+    from pipeline.data.dataconfig import load_data_config
+
+    cfg_path, _ = tiny_data
+    cfg = load_data_config(cfg_path)
+    run = tmp_path / "run"
+    src = datasets.samples(cfg.domain("gta5"), "all")[:2]
+    stages = ["translate-gta5"] + (["translate-gta5-fda"] if with_fda else [])
+    for st in stages:
+        (run / st / "domain" / "images").mkdir(parents=True)
+        for s in src:
+            shutil.copy(s.image, run / st / "domain" / "images" / s.image.name)
+    names = [s.name for s in datasets.samples(cfg.domain("cityscapes"), "train")[:2]]
+    (run / "fewshot-cityscapes.txt").write_text("# few-shot\n" + "\n".join(names) + "\n")
+    out = tmp_path / "grid.png"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "translation_grid.py"), "--run", str(run),
+                        "--config", str(cfg_path), "--out", str(out), "--rows", "2"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    grid = pngio.read_rgb(out)
+    w, h = pngio.read_rgb(src[0].image).shape[1], pngio.read_rgb(src[0].image).shape[0]
+    cols = 4 if with_fda else 3
+    assert grid.shape[:2] == (2 * 2 * (h + 4), 2 * cols * (w + 4))
+    assert ("FDA |" in r.stdout) == with_fda
+    # no all-black cell: every cell of the first row has some non-zero pixel
+    cell_w = 2 * (w + 4)
+    assert all(np.asarray(grid[: 2 * (h + 4), c * cell_w:(c + 1) * cell_w]).max() > 0 for c in range(cols))
