@@ -351,7 +351,7 @@ def retrain_cmd(
     run: RunOpt,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Pseudolabel stage to train on (default: pseudolabel).")] = None,
     config: ConfigOpt = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Start from this preset instead of the labels' adapt stage config.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Take the hyper-parameters from this preset instead of the labels' adapt stage config (its adversarial and hierarchy switches are kept).")] = None,
     sets: SetOpt = None,
     pretrained: PretrainedOpt = None,
     iters: Annotated[Optional[int], typer.Option(help="Iterations per phase.")] = None,
@@ -362,11 +362,12 @@ def retrain_cmd(
 ):
     """Self-guided retraining, Eq 9 and 11: from the initial weights, adapt's phases + target CE."""
     from pipeline.data.dataconfig import load_data_config
-    from pipeline.stages.retrain import base_config, retrain
+    from pipeline.stages.retrain import base_config, preset_config, retrain
 
     data = load_data_config(config)
     pairs = list(sets or []) + _option_pairs(iters, seed, precision, pretrained)
-    base = _train_config(preset, [], None, None) if preset is not None else base_config(run, labels)
+    base = (preset_config(_train_config(preset, [], None, None), run, labels) if preset is not None
+            else base_config(run, labels))
     cfg = base.overrides(pairs)
     man = _run_training(lambda rep: retrain(data, run, cfg, labels, force=force, resume=resume, reporter=rep,
                                             command=_command_line()))

@@ -185,3 +185,25 @@ def test_bad_inputs(adapted, tmp_path):
     r = runner.invoke(app, ["pseudolabel", "--config", str(cfg), "--run", str(run), "--from", "../x"])
     assert r.exit_code == 2 and "plain name" in r.output
     assert not (tmp_path.parent / "x").exists()
+
+
+def test_retrain_with_a_preset_keeps_the_origin_stages_switches(adapted, tmp_path):
+    """`--preset` gives retrain its hyper-parameters, never its phase shape: the pseudo-labels of an
+    `adapt --no-hierarchy` stage retrain without hierarchy losses (the +AA +IT +SG ablation row
+    once retrained with them), and a `--set` still overrides."""
+    root, cfg, run = adapted
+    import shutil
+    r2 = tmp_path / "R"
+    shutil.copytree(run, r2, symlinks=True)
+    r = runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(r2), "--sources", "gta5", "--no-hierarchy",
+                            "--iters", "1", *TINY])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["pseudolabel", "--config", str(cfg), "--run", str(r2), "--from", "adapt-nohier"])
+    assert r.exit_code == 0, r.output
+    for extra, align in (([], []), (["--set", "align=object", "--force"], ["object"])):
+        r = runner.invoke(app, ["retrain", "--config", str(cfg), "--run", str(r2), "--labels", "pseudolabel-adapt-nohier",
+                                "--iters", "1", *TINY, *extra])
+        assert r.exit_code == 0, r.output
+        man = json.loads((r2 / "retrain-adapt-nohier/manifest.json").read_text())
+        assert [(p["name"], p["adversarial"], list(p["align"])) for p in man["phases"]] == [("1-gta5", True, align)]
+        assert man["config"]["lr"] == json.loads((r2 / "adapt-nohier/manifest.json").read_text())["config"]["lr"]

@@ -12,6 +12,7 @@ Stage names never collide: labels of `pseudolabel` train `retrain`; a second rou
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -57,6 +58,19 @@ def base_config(run: Path, labels_stage: str | None) -> TrainConfig:
     """The config of the stage the pseudo-labels came from: retrain repeats its init and phases."""
     _, _, src = origin(Path(run), labels_stage or default_labels_stage(Path(run)))
     return from_dict(src["config"])
+
+
+# The fields that say which terms each phase trains with. Retrain repeats its origin's phases, so
+# these always come from the origin stage, also when `--preset` supplies the hyper-parameters:
+# the pseudo-labels of an `adapt --no-hierarchy` stage retrain without the hierarchy losses.
+PHASE_SHAPE = ("adversarial", "align", "hierarchy_all_phases")
+
+
+def preset_config(preset_cfg: TrainConfig, run: Path, labels_stage: str | None) -> TrainConfig:
+    """A preset's hyper-parameters with the phase shape (adversarial, hierarchy levels) of the stage
+    the pseudo-labels came from; `--set` pairs applied afterwards still override either."""
+    src = base_config(run, labels_stage)
+    return dataclasses.replace(preset_cfg, **{k: getattr(src, k) for k in PHASE_SHAPE})
 
 
 def retrain(data: DataConfig, run: Path, cfg: TrainConfig | None = None, labels_stage: str | None = None,
