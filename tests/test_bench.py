@@ -280,3 +280,32 @@ def test_translation_grid_leaves_out_a_missing_fda_column(tiny_data, tmp_path, w
     # no all-black cell: every cell of the first row has some non-zero pixel
     cell_w = 2 * (w + 4)
     assert all(np.asarray(grid[: 2 * (h + 4), c * cell_w:(c + 1) * cell_w]).max() > 0 for c in range(cols))
+
+
+def test_stage_diagnostics_reads_shares_memories_and_warm_start(tmp_path, monkeypatch):
+    """bench/stage_diagnostics.py: the loss shares and thing-memory counts behind README's reading."""
+    import json
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import stage_diagnostics as sd
+
+    st = tmp_path / "s0" / "adapt-it"
+    st.mkdir(parents=True)
+    counts = [50] * 19
+    for i, n in zip((5, 6, 7, 11, 12, 13, 14, 15, 16, 17, 18), (500, 10, 0, 3, 0, 500, 500, 7, 0, 0, 1)):
+        counts[i] = n
+    (st / "manifest.json").write_text(json.dumps({
+        "status": "finished", "config": {"lambda_adv": 0.01, "lambda_obj": 0.1, "lambda_class": 0.5, "lambda_back": 0.2},
+        "phases_done": [{"name": "1-unity", "memory_counts": None}, {"name": "2-gta5", "memory_counts": counts}]}))
+    rows = [{"phase": "1-unity", "iter": 10, "seg": 4.0}, {"phase": "1-unity", "iter": 50, "seg": 2.0},
+            {"phase": "1-unity", "iter": 60, "seg": 9.0},
+            {"phase": "2-gta5", "iter": 10, "seg": 1.0, "adv": 2.0, "obj": 1.0, "class": -0.8, "back": 2.0, "d": 1.2,
+             "total": 2.0}]
+    (st / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    row = sd.stage_row(st)
+    assert row["seg@50"] == "3.00/1.00"  # the first 50 iterations of each phase
+    assert row["adv share"] == "0.010"  # 0.01 * 2.0 / 2.0
+    assert row["hier share"] == "0.050"  # (0.1 * 1 + 0.5 * -0.8 + 0.2 * 2) / 2
+    assert row["things"].startswith("3 of 11: pole 500")  # pole, car, truck full
+    (st / "manifest.json").write_text(json.dumps({"status": "running"}))
+    assert sd.stage_row(st) is None
