@@ -8,7 +8,7 @@ Per run folder and per finished adapt/retrain stage, from `metrics.jsonl` and `m
              restarts a fresh optimiser at full lr shows here as a jump above the start's end)
   seg end    segmentation loss at the stage's last logged iteration
   adv share  lambda_adv * L_adv / total loss at the last logged iteration (Eq. 12's adversarial term)
-  D end      discriminator loss at the last logged iteration (about 1.39 = 2 ln 2 when it cannot tell)
+  D end      discriminator loss at the last logged iteration (ln 2 = 0.69 when it cannot tell: its loss is the mean of two BCE terms)
   hier share (lambda_obj L_obj + lambda_class L_class + lambda_back L_back) / total, same iteration
   things     source thing-memory counts after the last phase (Eq. 1 acts on a class only once its
              ring is full) as "full of 11", then the counts
@@ -24,7 +24,7 @@ from pathlib import Path
 from pipeline import classes as C
 
 
-def last_per_phase(lines: list[dict]) -> dict[str, list[dict]]:
+def by_phase(lines: list[dict]) -> dict[str, list[dict]]:
     phases: dict[str, list[dict]] = {}
     for r in lines:
         phases.setdefault(r.get("phase", "?"), []).append(r)
@@ -43,7 +43,7 @@ def stage_row(stage: Path) -> dict | None:
     lines = [r for r in lines if "seg" in r and "iter" in r]
     if not lines:
         return None
-    phases = last_per_phase(lines)
+    phases = by_phase(lines)
     seg50 = []
     for name, rs in phases.items():
         first = [r["seg"] for r in rs if r["iter"] <= 50]
