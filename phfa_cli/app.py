@@ -188,8 +188,12 @@ def _run_training(fn):
         return fn(rep)
     except Interrupted as e:
         rep.close()
-        err.print(f"[yellow]{escape(str(e))}[/]")
-        err.print(f"resume with: {escape(str(_command_line().replace(' --force', '')))} --resume")
+        if e.restored:
+            err.print(f"[yellow]interrupted: the new attempt is dropped and the stage it was to replace is back "
+                      f"as it was; run the command again to replace it[/]")
+        else:
+            err.print(f"[yellow]{escape(str(e))}[/]")
+            err.print(f"resume with: {escape(str(_command_line()))} --resume")
         raise typer.Exit(130)
     finally:
         rep.close()
@@ -279,10 +283,12 @@ def translate_cmd(
         if seg_checkpoint is not None:
             raise PhfaError("give --seg-checkpoint or --seg-from, not both")
         from pipeline.runtime.layout import plain_name
-        seg_checkpoint = run / plain_name(seg_from, "--seg-from") / "final.pt"
-        if not seg_checkpoint.is_file():
-            raise PhfaError(f"--seg-from: {seg_checkpoint} does not exist; run that stage first "
+        from pipeline.runtime.run import StageDir
+        sd = StageDir(run, plain_name(seg_from, "--seg-from"))
+        if not (sd.path / "final.pt").is_file():
+            raise PhfaError(f"--seg-from: {sd.path / 'final.pt'} does not exist; run that stage first "
                             f"(e.g. `phfa adapt --run {run} --sources {source} --no-adversarial --no-hierarchy`)")
+        seg_checkpoint = sd.model("--seg-from")
     man = _run_training(lambda rep: translate(
         data, run, source, target, cfg, seg_checkpoint=seg_checkpoint, force=force, resume=resume, reporter=rep,
         seg_option="--seg-from" if seg_from is not None else "--seg-checkpoint",
@@ -399,6 +405,7 @@ def eval_cmd(
     classes: Annotated[int, typer.Option(help="Evaluation subset: 19, 16 or 13 classes.")] = 19,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for metrics.json (and color/).")] = None,
     save_color: Annotated[bool, typer.Option("--save-color", help="Write colourised predictions to OUT/color.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in --out that phfa did not write.")] = False,
 ):
     """mIoU, per-class IoU and pixel accuracy of predictions against a labelled split."""
     from pipeline.data.dataconfig import load_data_config
@@ -411,7 +418,8 @@ def eval_cmd(
         results = []
         for st in stages:
             o = (out_dir / st if len(stages) > 1 else out_dir) if out_dir is not None else None
-            results.append(evaluate_run(cfg, run, st, domain, split, classes=classes, out=o, save_color=save_color))
+            results.append(evaluate_run(cfg, run, st, domain, split, classes=classes, out=o, save_color=save_color,
+                                        overwrite=overwrite))
         if len(results) == 1:
             m = results[0]
             _print_metrics(m, escape(f"{domain}/{split}: {m['images']} images, {run}/{m['stage']}/final.pt"))
@@ -425,7 +433,7 @@ def eval_cmd(
     if pred_dir is None:
         raise_opt("--pred-dir (or --run RUN --stage STAGE)")
     m = evaluate_folder(cfg, domain, split, pred_dir, classes=classes, pred_format=pred_format,
-                        out=out_dir, save_color=save_color)
+                        out=out_dir, save_color=save_color, overwrite=overwrite)
     _print_metrics(m, escape(f"{domain}/{split}: {m['images']} images, predictions from {pred_dir}"))
     if out_dir is not None:
         out.print(f"metrics: {escape(str(out_dir / 'metrics.json'))}")

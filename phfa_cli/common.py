@@ -1,6 +1,7 @@
 """What every command shares: consoles, the error boundary (exit 2, one sentence), tables."""
 from __future__ import annotations
 
+import errno
 import functools
 import traceback
 import warnings
@@ -34,15 +35,34 @@ def guarded(fn):
                 f"[yellow]warning:[/] {escape(str(m))}")
             try:
                 return fn(*args, **kwargs)
-            except PhfaError as e:
+            except (PhfaError, PermissionError, OSError, MemoryError, RuntimeError) as e:
+                sentence = str(e) if isinstance(e, PhfaError) else _environment_sentence(e)
+                if sentence is None:
+                    raise
                 if _debug():
                     traceback.print_exc()
-                err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+                err.print(f"[red]error:[/] {escape(sentence)}", soft_wrap=True)
                 raise typer.Exit(2)
             except KeyboardInterrupt:
                 err.print("interrupted")
                 raise typer.Exit(130)
     return wrapper
+
+
+def _environment_sentence(e: BaseException) -> str | None:
+    """One sentence for what the machine refused (permissions, a read-only disk, memory), or None
+    for a genuine fault, which keeps its traceback."""
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = f" {e.filename}" if e.filename else ""
+        return (f"cannot write or read{where}: {(e.strerror or 'permission denied').lower()}; make it writable "
+                "or choose another --run/--out")
+    text = str(e)
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+            isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)):
+        first = text.strip().splitlines()[0][:160] if text.strip() else type(e).__name__
+        return (f"out of memory ({first}); lower the sizes in --set (source_size, target_size, batch_size, "
+                "memory_size, d_ndf) or use a machine with more memory")
+    return None
 
 
 def metrics_table(m: dict, title: str) -> Table:

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         overlay: Annotated[bool, typer.Option("--overlay", help="Also write the image blended 50/50 with the colours.")] = False,
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass (default 8 on CUDA, 4 on CPU).")] = None,
         precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32 (default: the checkpoint's).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in --out that phfa did not write.")] = False,
     ):
         """Predict trainId maps (and colour/overlay images) for any images, at each image's own size."""
         from pipeline.stages.predict import predict, resolve_checkpoint
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
                       console=err, transient=True, disable=not err.is_terminal) as prog:
             task = prog.add_task("predict", total=None)
             s = predict(images, out_dir, ckpt, overlay=overlay, batch_size=batch_size, precision=precision,
-                        progress=lambda done, total: prog.update(task, completed=done, total=total))
+                        overwrite=overwrite, progress=lambda done, total: prog.update(task, completed=done, total=total))
         for r in s["renamed"]:
             err.print(f"[yellow]name clash:[/] {escape(r['image'])} -> {escape(r['output'])}")
         for k in s["skipped"]:

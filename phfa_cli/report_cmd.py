@@ -20,13 +20,15 @@ def report_cmd(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for index.html, report.md and figures/ (default: RUN/report).")] = None,
     oracle: Annotated[Optional[Path], typer.Option("--oracle", help="A stage folder with metrics.json outside the run to use as the oracle (e.g. runs/other/adapt-oracle).")] = None,
     panel_images: Annotated[int, typer.Option("--panel-images", help="Target val images in the Fig. 2-style panel (0: none).")] = 3,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in --out that phfa did not write.")] = False,
 ):
     """HTML + Markdown report: Table II/IV, IoU bars, Fig. 2 panel, loss curves, pseudo-labels, translation."""
     from pipeline.runtime.progress import Silent
     from pipeline.stages.report import build_report, resolve_data_config
 
     data = resolve_data_config(run, config)
-    res = build_report(run, data, out=out_dir, panel_images=panel_images, reporter=Silent(), oracle=oracle)
+    res = build_report(run, data, out=out_dir, panel_images=panel_images, reporter=Silent(), oracle=oracle,
+                       overwrite=overwrite)
     for note in res["notes"]:
         if note.startswith("no "):
             err.print(f"[dim]{escape(note.replace('`', ''))}[/]")

@@ -185,10 +185,25 @@ _AT_LEAST = {
     "memory_size": 1, "memory_size_object": 0, "object_top_k": 0, "poly_iters": 0, "init_iters": 0, "n_blocks": 0,
     "ngf": 1, "ndf": 1, "d_ndf": 1, "pool_size": 0, "seed": 0,
 }
+# Sizes that allocate memory in proportion (feature memories, network widths, batches): far above any
+# sensible value, low enough that a typo is a sentence instead of a failed allocation.
+_AT_MOST = {"memory_size": 100_000, "memory_size_object": 100_000, "d_ndf": 2048, "ngf": 2048, "ndf": 2048,
+            "n_blocks": 64, "batch_size": 1024, "pool_size": 10_000, "workers": 256}
+MAX_SIDE = 8192   # pixels a side of source_size, target_size and crop
 _POSITIVE = ("lr", "lr_d", "poly_power")
 _NON_NEGATIVE = ("momentum", "weight_decay", "lambda_seg", "lambda_adv", "lambda_d", "lambda_class", "lambda_obj",
                  "lambda_back", "alpha", "lambda_cycle", "lambda_identity", "lambda_ppl", "lambda_ppl_recon",
                  "fda_beta", "beta1", "beta2")
+
+
+def check_range(option: str, value, at_least=None, at_most=None) -> None:
+    """The range check of every numeric option, --set or not: a PhfaError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PhfaError(f"{option} {value!r}: expected a number")
+    if at_least is not None and value < at_least:
+        raise PhfaError(f"{option} {value}: must be at least {at_least}")
+    if at_most is not None and value > at_most:
+        raise PhfaError(f"{option} {value}: must be at most {at_most}")
 
 
 def _check_ranges(cfg) -> None:
@@ -196,6 +211,10 @@ def _check_ranges(cfg) -> None:
         v = getattr(cfg, f.name)
         if f.name in _AT_LEAST and v < _AT_LEAST[f.name]:
             raise PhfaError(f"--set {f.name}={v}: must be at least {_AT_LEAST[f.name]}")
+        if f.name in _AT_MOST and v > _AT_MOST[f.name]:
+            raise PhfaError(f"--set {f.name}={v}: must be at most {_AT_MOST[f.name]} (more would not fit in memory)")
+        if (f.name.endswith("_size") or f.name == "crop") and isinstance(v, tuple) and v and max(v) > MAX_SIDE:
+            raise PhfaError(f"--set {f.name}={'x'.join(map(str, v))}: at most {MAX_SIDE} pixels a side")
         if f.name in _POSITIVE and not v > 0:
             raise PhfaError(f"--set {f.name}={v}: must be greater than 0")
         if f.name in _NON_NEGATIVE and not v >= 0:

@@ -45,6 +45,28 @@ def upsample(logits: torch.Tensor, size) -> torch.Tensor:
 
 
 @torch.no_grad()
+def upsampled_argmax(logits: torch.Tensor, size, max_bytes: int = 64 << 20) -> torch.Tensor:
+    """argmax over classes of `upsample(logits, size)` for one image ([1, C, h, w] -> H x W uint8),
+    in bands of output rows so that memory stays ~`max_bytes` whatever the size (an 8000 x 6000
+    photo's full-size logits would take 3.6 GB). Separable, as the bilinear kernel is: the width is
+    upsampled first (C x h x W), then each band of rows is blended from its two source rows with
+    align_corners=True weights."""
+    (H, W), (_, c, h, _) = tuple(size), logits.shape
+    wide = F.interpolate(logits.float(), size=(h, W), mode="bilinear", align_corners=True)[0]   # C x h x W
+    out = torch.empty(H, W, dtype=torch.uint8, device=logits.device)
+    scale = (h - 1) / (H - 1) if H > 1 else 0.0
+    band = max(1, max_bytes // max(1, 4 * c * W))
+    for y0 in range(0, H, band):
+        src = torch.arange(y0, min(H, y0 + band), device=logits.device, dtype=torch.float32) * scale
+        i0 = src.floor().long().clamp(max=h - 1)
+        i1 = (i0 + 1).clamp(max=h - 1)
+        t = (src - i0).view(1, -1, 1)
+        rows = wide[:, i0] * (1 - t) + wide[:, i1] * t            # C x band x W
+        out[y0:y0 + len(src)] = rows.argmax(0).to(torch.uint8)
+    return out
+
+
+@torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, size, bf16: bool = False) -> torch.Tensor:
     """Logits [B, C, H, W] upsampled to `size` (H, W), float32."""
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()

@@ -53,6 +53,7 @@ class Interrupted(Exception):
     def __init__(self, path: Path, it: int, phase: str):
         super().__init__(f"interrupted after iteration {it} of phase {phase}; saved {path}")
         self.path, self.it, self.phase = path, it, phase
+        self.restored = False  # set when the attempt was a --force one and the stage it replaced is back
 
 
 @dataclass
@@ -189,14 +190,14 @@ def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
     would otherwise appear twice)."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = [line for line in path.read_bytes().splitlines() if line.strip()]
     kept = []
     for line in rows:
         try:
             if keep(json.loads(line)):
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by kill -9
+                kept.append(line.decode())
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue  # a line cut by kill -9, or damaged: not a record
     write_text(path, "".join(line + "\n" for line in kept))
 
 

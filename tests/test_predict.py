@@ -76,7 +76,7 @@ def test_odd_sizes_come_back_at_their_own_size(ckpt, tmp_path):
         blend = np.asarray(im).astype(int)
     expect = (a.astype(int) + C.colorize(pred).astype(int) + 1) // 2
     assert np.array_equal(blend, expect)
-    assert not list(out.glob(".*"))  # no temp files left by the atomic writes
+    assert not list(out.glob(".*.partial-*"))  # no temp files left by the atomic writes
 
 
 def test_prediction_equals_argmax_of_predict_logits(ckpt, tmp_path):
@@ -112,7 +112,7 @@ def test_folder_and_glob(ckpt, tmp_path):
         _check_outputs(tmp_path / "o1", stem, w, h, overlay=False)
     r = _predict("--checkpoint", ckpt, f"{src}/**/*.jpg", "--out", tmp_path / "o2")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["b.png", "b_color.png"]
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == [".phfa-out", "b.png", "b_color.png"]
 
 
 def test_same_stem_kept_apart(ckpt, tmp_path):

@@ -3,6 +3,7 @@ image/label size mismatches and label ids outside the dataset's map, per domain 
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ class DomainReport:
 
 def _check_sample(fmt: str, s: formats.Sample):
     """-> (size, label info or None, problems)"""
+    for p in (s.image, s.label):
+        why = damaged(p) if p is not None else None
+        if why:  # before any decoder opens it: a FIFO or device would block it
+            return None, None, f"{p}: {why}"
     try:
         size = pngio.image_size(s.image)
         pngio.read_rgb(s.image)  # a truncated file only fails when decoded
@@ -135,7 +140,10 @@ def damaged(path) -> str | None:
     None when it looks complete. Catches missing, empty and truncated PNG/JPEG files, the usual
     result of partial downloads."""
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (a FIFO, device or socket named like an image)"
+        size = st.st_size
         if size == 0:
             return "empty file"
         with open(path, "rb") as f:

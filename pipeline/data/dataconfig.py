@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import PhfaError
+from pipeline.textfiles import read_text
 
 FORMATS = ("gta5", "synthia", "cityscapes", "folder")
 DEFAULT_CONFIG = "phfa-data.toml"
@@ -60,14 +61,22 @@ class DataConfig:
         return with_fs[0]
 
 
+def _path(value, base: Path, what: str) -> Path:
+    """A path value of the config (relative to its folder); anything but a non-empty string is refused."""
+    if not isinstance(value, str) or not value.strip():
+        raise PhfaError(f"{what} must be a path in quotes, not {value!r}")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
 def load_data_config(path: str | Path | None) -> DataConfig:
     path = Path(path or DEFAULT_CONFIG)
     if not path.is_file():
         hint = " (make one with `phfa data synth --out DIR`, or pass --config)" if path.name == DEFAULT_CONFIG else ""
         raise PhfaError(f"--config: data config {path} does not exist{hint}")
     try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raw = tomllib.loads(read_text(path, "--config: data config"))
+    except tomllib.TOMLDecodeError as e:
         raise PhfaError(f"--config: {path} is not valid TOML: {e}") from e
     doms = raw.get("domains")
     if not isinstance(doms, dict) or not doms:
@@ -82,14 +91,15 @@ def load_data_config(path: str | Path | None) -> DataConfig:
             raise PhfaError(f"{path}: domain '{name}' has format {fmt!r}; expected one of {', '.join(FORMATS)}")
         if "root" not in d:
             raise PhfaError(f"{path}: domain '{name}' has no root")
-        root = Path(d["root"]).expanduser()
-        root = root if root.is_absolute() else base / root
+        root = _path(d["root"], base, f"{path}: domain '{name}' root")
         fs = d.get("few_shot")
-        if fs is not None and (not isinstance(fs, int) or fs < 1):
+        # TOML booleans are Python bools, which are ints: `few_shot = true` is not a count
+        if fs is not None and (isinstance(fs, bool) or not isinstance(fs, int) or fs < 1):
             raise PhfaError(f"{path}: domain '{name}' few_shot must be a positive integer, not {fs!r}")
-        lists = {}
-        for split, lp in (d.get("lists") or {}).items():
-            lp = Path(lp).expanduser()
-            lists[split] = lp if lp.is_absolute() else base / lp
+        raw_lists = d.get("lists") or {}
+        if not isinstance(raw_lists, dict):
+            raise PhfaError(f"{path}: domain '{name}' lists must be a table of split = \"file\" "
+                            f"(e.g. lists = {{ train = \"lists/train.txt\" }}), not {raw_lists!r}")
+        lists = {split: _path(lp, base, f"{path}: domain '{name}' lists.{split}") for split, lp in raw_lists.items()}
         out[name] = DomainSpec(name=name, format=fmt, root=root, few_shot=fs, lists=lists)
     return DataConfig(path=path, domains=out)

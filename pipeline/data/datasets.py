@@ -20,6 +20,7 @@ from pipeline.data import formats, pngio, prepare
 from pipeline.data.dataconfig import DomainSpec
 from pipeline.data.transforms import PHOTOMETRIC_RANGE, photometric, to_tensor
 from pipeline.errors import PhfaError
+from pipeline.textfiles import read_text
 from pipeline.runtime.atomic import write_text
 
 
@@ -115,7 +116,8 @@ def few_shot_names(spec: DomainSpec, seed: int, listfile: Path) -> list[str]:
     """The target's few-shot list for a run: read `listfile` if an earlier stage wrote it, else draw
     and write it, so every stage of a run adapts on the same images."""
     if listfile.is_file():
-        names = [l.strip() for l in listfile.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        text = read_text(listfile, "the run's few-shot list", fix="delete it to draw the list again")
+        names = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("#")]
         if names:
             return names
     if not spec.few_shot:

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline import classes as C
 from pipeline.data import pngio
 from pipeline.errors import PhfaError
+from pipeline.textfiles import read_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
@@ -98,7 +99,7 @@ def _read_list(listfile: Path, root: Path) -> list[Path]:
     if not listfile.is_file():
         raise PhfaError(f"list file {listfile} does not exist")
     out = []
-    for i, raw in enumerate(listfile.read_text().splitlines(), 1):
+    for i, raw in enumerate(read_text(listfile, "list file").splitlines(), 1):
         line = raw.strip()
         if line and not line.startswith("#"):
             out.append(_safe_relpath(line, root, listfile, i))

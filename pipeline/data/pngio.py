@@ -25,16 +25,27 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_index(path: str | Path) -> np.ndarray:
-    """H x W uint8 of the stored indices (palette 'P' and grey 'L' PNGs; never converted via RGB)."""
+    """H x W uint8 of the stored indices (palette 'P' and grey 'L' PNGs; never converted via RGB).
+
+    A 16- or 32-bit grey label is read as it is when every id fits in 8 bits; an id above 255
+    would wrap modulo 256 into a valid class, so such a file is refused by name."""
     try:
         with Image.open(path) as im:
-            if im.mode not in ("P", "L", "I", "I;16"):
-                if im.mode in ("RGB", "RGBA"):
-                    return np.asarray(im)[..., 0].copy()
-                im = im.convert("L")
-            return np.asarray(im).astype(np.uint8, copy=False)
+            if im.mode.startswith("I"):
+                ids = np.asarray(im)
+            else:
+                if im.mode not in ("P", "L"):
+                    if im.mode in ("RGB", "RGBA"):
+                        return np.asarray(im)[..., 0].copy()
+                    im = im.convert("L")
+                return np.asarray(im).astype(np.uint8, copy=False)
     except Exception as e:
         raise PhfaError(f"cannot read label {path}: {type(e).__name__}: {e}") from e
+    top = int(ids.max()) if ids.size else 0
+    if top > 255 or (ids.size and int(ids.min()) < 0):
+        raise PhfaError(f"label {path} is a {16 if top < 65536 else 32}-bit image holding id {top}, which an 8-bit "
+                        "label map cannot hold; store the ids as an 8-bit grey or palette PNG")
+    return ids.astype(np.uint8)
 
 
 def read_prediction(path: str | Path) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Atomic writes: a temp file in the same folder, flushed and fsynced, then os.replace.
 
 A crash (or a full disk) never leaves a half-written file under the final name;
-an existing file is kept until the new one is complete.
+an existing file is kept until the new one is complete. A process killed mid-write leaves its
+hidden temp file (`.NAME.partial-XXXXXXXX`); `remove_temp_files` clears them when a stage opens.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success fsync it and move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_PARTIAL}", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -39,6 +40,20 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_PARTIAL = ".partial-"
+
+
+def remove_temp_files(folder: str | Path) -> int:
+    """Delete the temp files of writes that never completed under `folder` (call it only while
+    no other process writes there); returns how many."""
+    n = 0
+    for p in Path(folder).rglob(f".*{_PARTIAL}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def _umask() -> int:

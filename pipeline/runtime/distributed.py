@@ -29,7 +29,8 @@ def init() -> tuple[int, int, torch.device]:
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    """This process's rank; before `init()`, the one torchrun gave it (0 outside torchrun)."""
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:

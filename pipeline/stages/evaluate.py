@@ -21,7 +21,8 @@ from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.atomic import write_json
-from pipeline.runtime.run import finished_stages
+from pipeline.runtime.run import StageDir, finished_stages
+from pipeline.stages.outdir import dataset_roots, open_out
 
 PRED_FORMATS = ("trainid", "labelid")
 # name suffixes stripped from prediction file stems before matching them to samples
@@ -48,9 +49,15 @@ def index_predictions(pred_dir: Path) -> dict[str, Path]:
     return out
 
 
+def _open_out(cfg: DataConfig, out: Path, names: list[str], save_color: bool, overwrite: bool) -> Path:
+    """A user's --out for metrics.json (and color/): see `outdir.open_out`."""
+    return open_out(out, names + (["color"] if save_color else []), overwrite=overwrite,
+                    protected=dataset_roots(cfg, near=out))
+
+
 def evaluate_folder(cfg: DataConfig, domain: str, split: str, pred_dir: Path, classes: int = 19,
                     pred_format: str = "trainid", out: Path | None = None, save_color: bool = False,
-                    workers: int | None = None) -> dict:
+                    workers: int | None = None, overwrite: bool = False) -> dict:
     if classes not in C.SUBSETS:
         raise PhfaError(f"--classes must be one of {sorted(C.SUBSETS)}, not {classes}")
     if pred_format not in PRED_FORMATS:
@@ -66,6 +73,8 @@ def evaluate_folder(cfg: DataConfig, domain: str, split: str, pred_dir: Path, cl
     if missing:
         raise PhfaError(f"--pred-dir: no prediction for {len(missing)} of {len(items)} images of "
                         f"{domain}/{split}, e.g. '{missing[0]}' (expected {Path(pred_dir) / missing[0]}.png)")
+    if out is not None:
+        _open_out(cfg, Path(out), ["metrics.json"], save_color, overwrite)
     color_dir = (Path(out) / "color") if (save_color and out) else None
 
     gt_lut = formats.id_lut(spec.format)
@@ -107,7 +116,7 @@ def evaluate_folder(cfg: DataConfig, domain: str, split: str, pred_dir: Path, cl
 
 
 def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, split: str, classes: int = 19,
-                 out: Path | None = None, save_color: bool = False) -> dict:
+                 out: Path | None = None, save_color: bool = False, overwrite: bool = False) -> dict:
     """Evaluate RUN/STAGE/final.pt: inputs at the stage's target size, logits upsampled
     (bilinear, align_corners=True) to each label's size, argmax, confusion."""
     import torch
@@ -115,7 +124,6 @@ def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, spl
     from pipeline import inference
     from pipeline.config import from_dict
     from pipeline.models.segmentor import load_segmentor
-    from pipeline.runtime.run import StageDir
 
     if classes not in C.SUBSETS:
         raise PhfaError(f"--classes must be one of {sorted(C.SUBSETS)}, not {classes}")
@@ -126,13 +134,13 @@ def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, spl
         stage = done[0]
     layout.plain_name(stage, "--stage")
     sd = StageDir(run, stage)
-    if not sd.finished() or not (sd.path / "final.pt").is_file():
-        raise PhfaError(f"--stage: {sd.path} is missing or unfinished (no final.pt); run that stage first")
-    model, ck = load_segmentor(sd.path / "final.pt", "--stage", expect_classes=C.NUM_CLASSES)
+    model, ck = load_segmentor(sd.model("--stage"), "--stage", expect_classes=C.NUM_CLASSES)
     tcfg = from_dict(ck.get("config", {}))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     spec = cfg.domain(domain)
+    if out is not None:
+        _open_out(cfg, Path(out), ["metrics.json"], save_color, overwrite)
     out = Path(out) if out is not None else sd.path / f"eval-{domain}-{split}"
     conf = inference.evaluate(model, spec, split, tcfg.target_size, device,
                               inference.use_bf16(tcfg.precision, device),
@@ -158,8 +166,7 @@ def evaluated_stages(run: Path) -> list[str]:
         raise PhfaError(f"--run: {run} has no finished stage with a model; run `phfa adapt --run {run} ...` first")
 
     def key(s: str):
-        import json
-        m = json.loads((run / s / "manifest.json").read_text())
+        m = StageDir(run, s).manifest() or {}
         oracle = m.get("sources") == [m.get("target")]
         source_only = s == "adapt-noadv-nohier"
         return (oracle, not source_only, _ORDER.get(layout.stage_kind(s), 3), m.get("finished", ""), s)

@@ -4,16 +4,18 @@
 (recursive: .png/.jpg/.jpeg) and glob patterns (`**` allowed). Every image is resized (bicubic)
 to the checkpoint's `target_size`, normalised (`to_tensor`) and batched with the others (all
 inputs share that size); each image's logits are upsampled (bilinear, align_corners=True, as
-`inference.predict_logits` does) to its original size and arg-maxed. Per image, OUT gets
+`inference.predict_logits` does) to its original size and arg-maxed, in bands of rows so that a
+large photo costs a few bytes a pixel (`inference.upsampled_argmax`). Per image, OUT gets
 
     <stem>.png          trainIds 0-18, 8-bit grey ('L')
     <stem>_color.png    the Cityscapes palette (RGB)
     <stem>_overlay.png  the image blended 50/50 with the colours (with overlay=True)
 
-so `phfa eval --pred-dir OUT` can score them. Inputs whose output names would clash (same stem
-in different folders, `x.png` beside `x.jpg`, `a.png` beside `a_color.png`) are written under
-their sub-folders relative to their common folder, then with a suffix: nothing is overwritten
-silently, and the summary lists every renamed output. An unreadable file is skipped, with the
+so `phfa eval --pred-dir OUT` can score them. OUT follows `outdir.open_out`: a file there that phfa
+did not write is replaced only with `--overwrite`, and a dataset is never written into. Inputs
+whose output names would clash (same stem in different folders, `x.png` beside `x.jpg`, `a.png`
+beside `a_color.png`) are written under their sub-folders relative to their common folder, then
+with a suffix: nothing is overwritten silently, and the summary lists every renamed output. An unreadable file is skipped, with the
 reason, and the others are still written. Decoding and PNG encoding run in threads (both release
 the GIL) while the model runs; all writes are atomic.
 """
@@ -35,13 +37,16 @@ from PIL import Image
 
 from pipeline import classes as C
 from pipeline import inference
-from pipeline.config import from_dict
+from pipeline.config import check_range, from_dict
 from pipeline.data import pngio
+from pipeline.data.dataconfig import load_data_config
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import PhfaError
 from pipeline.models.segmentor import load_segmentor
 from pipeline.runtime import layout
 from pipeline.runtime.run import StageDir, finished_stages
+from pipeline.stages.outdir import dataset_roots, open_out
+from pipeline.textfiles import read_json_object
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -96,7 +101,7 @@ def resolve_checkpoint(checkpoint: Path | None, run: Path | None, stage: str | N
     run = Path(run)
     if stage is None:
         picked = final_stage(run)
-        return run / picked / "final.pt", picked
+        return StageDir(run, picked).model("--run"), picked
     layout.plain_name(stage, "--stage")
     if not run.is_dir():
         raise PhfaError(f"--run: {run} does not exist")
@@ -105,7 +110,7 @@ def resolve_checkpoint(checkpoint: Path | None, run: Path | None, stage: str | N
         done = [s for s in finished_stages(run) if (run / s / "final.pt").is_file()]
         raise PhfaError(f"--stage: {sd.path} is missing or unfinished (no final.pt)" +
                         (f"; stages with a model: {', '.join(done)}" if done else "; run that stage first"))
-    return sd.path / "final.pt", None
+    return sd.model("--stage"), None
 
 
 # --------------------------------------------------------------------------- inputs
@@ -230,8 +235,8 @@ def _write(out: Path, key: str, pred: np.ndarray, img: np.ndarray | None) -> Non
     try:
         pngio.write_png(Path(out) / f"{key}.png", pred)
         pngio.write_png(Path(out) / f"{key}_color.png", color)
-        if img is not None:
-            blend = ((img.astype(np.uint16) + color.astype(np.uint16) + 1) // 2).astype(np.uint8)
+        if img is not None:  # (img + color + 1) // 2 in uint8: no 16-bit copies of a large photo
+            blend = (img >> 1) + (color >> 1) + ((img | color) & 1)
             pngio.write_png(Path(out) / f"{key}_overlay.png", blend)
     except OSError as e:
         raise PhfaError(f"--out: cannot write {Path(out) / key}.png: {e.strerror or e}") from e
@@ -245,21 +250,33 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tenso
     return logits.float()
 
 
+def recorded_dataset_roots(checkpoint: Path) -> list[Path]:
+    """The domain roots of the data config recorded by the stage that wrote `checkpoint` (if any)."""
+    man = Path(checkpoint).parent / "manifest.json"
+    try:
+        cfg = (read_json_object(man, "manifest").get("inputs") or {}).get("data_config") if man.is_file() else None
+        return dataset_roots(load_data_config(cfg)) if isinstance(cfg, str) and Path(cfg).is_file() else []
+    except PhfaError:
+        return []
+
+
 def predict(images: Sequence[str | Path], out: Path, checkpoint: Path, overlay: bool = False,
             batch_size: int | None = None, precision: str | None = None, device: str | torch.device | None = None,
-            progress: Progress | None = None, workers: int | None = None) -> dict:
+            progress: Progress | None = None, workers: int | None = None, overwrite: bool = False) -> dict:
     """Label `images` with the segmentor in `checkpoint`, writing PNGs into `out` (see module doc).
 
     precision None follows the checkpoint's config (auto = bf16 autocast on CUDA); batch_size None
-    is 8 on CUDA, 4 on CPU. Returns a summary: written, skipped [{path, reason}], renamed
-    [{image, output}], checkpoint, device, precision, batch_size, target_size, seconds, images_per_s.
+    is 8 on CUDA, 4 on CPU. `out` follows `outdir.open_out`: files phfa did not write there are
+    replaced only with overwrite=True, and a dataset is never written into. Returns a summary:
+    written, skipped [{path, reason}], renamed [{image, output}], checkpoint, device, precision,
+    batch_size, target_size, seconds, images_per_s.
     """
     t0 = time.time()
     out = Path(out)
     if precision is not None and precision not in PRECISIONS:
         raise PhfaError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
-    if batch_size is not None and batch_size < 1:
-        raise PhfaError(f"--batch-size must be at least 1, not {batch_size}")
+    if batch_size is not None:
+        check_range("--batch-size", batch_size, at_least=1, at_most=1024)
     if out.exists() and not out.is_dir():
         raise PhfaError(f"--out: {out} is a file, not a folder")
 
@@ -282,10 +299,9 @@ def predict(images: Sequence[str | Path], out: Path, checkpoint: Path, overlay: 
     batch = batch_size or (8 if dev.type == "cuda" else 4)
     size = tuple(tcfg.target_size)
     model.to(dev).eval()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PhfaError(f"--out: cannot create {out}: {e.strerror or e}") from e
+    names = [p.relative_to(out).as_posix() for s in sources for p in output_paths(out, s.key, overlay)]
+    open_out(out, names, overwrite=overwrite,
+             protected=recorded_dataset_roots(checkpoint) + dataset_roots(near=out))
 
     total, done, written = len(sources), 0, 0
     if progress is not None:
@@ -311,16 +327,17 @@ def predict(images: Sequence[str | Path], out: Path, checkpoint: Path, overlay: 
                 x = torch.stack([r[0] for _, r in good]).to(dev)
                 logits = _forward(model, x, bf16)
                 for i, (s, (_, hw, img)) in enumerate(good):
-                    pred = inference.upsample(logits[i:i + 1], hw).argmax(1)[0].to(torch.uint8).cpu().numpy()
-                    pending.append(writers.submit(_write, out, s.key, pred, img))
+                    pred = inference.upsampled_argmax(logits[i:i + 1], hw).cpu().numpy()
+                    pending.append((writers.submit(_write, out, s.key, pred, img), pred.size * (7 if overlay else 4)))
                 del x, logits
-            while len(pending) > 2 * batch * nthreads:  # bound the memory held by queued writes
-                pending.pop(0).result()
+            # bound what queued writes hold: a few images, or ~512 MB of large ones
+            while len(pending) > 2 * batch * nthreads or (len(pending) > 1 and sum(n for _, n in pending) > 512 << 20):
+                pending.pop(0)[0].result()
                 written += 1
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
-        for f in pending:
+        for f, _ in pending:
             f.result()
             written += 1
     seconds = time.time() - t0

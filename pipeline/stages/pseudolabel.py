@@ -31,7 +31,7 @@ from PIL import Image
 from pipeline import classes as C
 from pipeline import inference
 from pipeline import pseudolabel as rule
-from pipeline.config import from_dict
+from pipeline.config import check_range, from_dict
 from pipeline.data import datasets, formats, pngio
 from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.data.transforms import to_tensor
@@ -80,7 +80,7 @@ def check_from_stage(run: Path, stage: str) -> Path:
     if not sd.finished() or not (sd.path / "final.pt").is_file():
         raise PhfaError(f"--from: stage {sd.path} is unfinished (no final.pt); finish it first "
                         f"(`--resume` continues it)")
-    return sd.path / "final.pt"
+    return sd.model("--from")
 
 
 def _batches(model, spec: DomainSpec, items, size, device, bf16, batch: int, reporter: Reporter | None, label: str):
@@ -123,6 +123,8 @@ def pseudolabel(data: DataConfig, run: Path, from_stage: str | None = None, imag
     run = Path(run)
     if images not in IMAGE_SETS:
         raise PhfaError(f"--images must be one of {', '.join(IMAGE_SETS)}, not '{images}'")
+    if batch_size is not None:
+        check_range("--batch-size", batch_size, at_least=1, at_most=1024)
     if not run.is_dir():
         raise PhfaError(f"--run: {run} does not exist; run `phfa adapt --run {run} --sources unity,gta5` first")
     picked = from_stage is None
@@ -156,11 +158,14 @@ def pseudolabel(data: DataConfig, run: Path, from_stage: str | None = None, imag
         return _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, items, device, bf16,
                       batch, reporter)
     except KeyboardInterrupt:
-        sd.write(status="interrupted", interrupted_at={"phase": "pseudolabel", "iter": 0})
+        if sd.interrupt(interrupted_at={"phase": "pseudolabel", "iter": 0}):
+            reporter.message(f"interrupted: {sd.path} is back as it was before --force")
         raise
     except BaseException:
         sd.restore()
         raise
+    finally:
+        sd.release()
 
 
 def _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, items, device, bf16, batch,

@@ -42,6 +42,9 @@ from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.atomic import write_bytes, write_text
 from pipeline.runtime.progress import Reporter
+from pipeline.runtime.run import StageDir
+from pipeline.stages.outdir import dataset_roots, open_out
+from pipeline.textfiles import read_text
 
 ALIGN_SHORT = {"object": "obj", "category": "cat", "background": "bg"}
 PSEUDO_PREVIEWS = 4
@@ -122,14 +125,14 @@ def _read_json(path: Path) -> dict | None:
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_bytes().splitlines()
     except OSError:
         return rows
     for line in lines:
         try:
             r = json.loads(line)
         except ValueError:
-            continue  # a line cut by kill -9
+            continue  # a line cut by kill -9, or damaged (not UTF-8 JSON)
         if isinstance(r, dict):
             rows.append(r)
     return rows
@@ -597,7 +600,8 @@ def _panel(run: Path, data: DataConfig | None, src: Stage | None, final: Stage |
     try:
         models = []
         for role, st in (("source-only", src), ("final", final)):
-            model, ck = load_segmentor(st.path / "final.pt", "--run", expect_classes=C.NUM_CLASSES)
+            model, ck = load_segmentor(StageDir(st.path.parent, st.name).model("--run"), "--run",
+                                       expect_classes=C.NUM_CLASSES)
             model.eval()
             models.append((f"{role}: {st.name}", model, tuple(from_dict(ck["config"]).target_size)))
         path = panel_figure(spec, items, models, fig_dir / "panel.png", reporter)
@@ -818,11 +822,13 @@ def render_markdown(title: str, sections: list[Section], base: Path) -> str:
 
 
 def build_report(run: Path, data: DataConfig | None, out: Path | None = None, panel_images: int = 3,
-                 reporter: Reporter | None = None, oracle: Path | None = None) -> dict:
+                 reporter: Reporter | None = None, oracle: Path | None = None, overwrite: bool = False) -> dict:
     """Write `out`/index.html (self-contained) and `out`/report.md (+ figures/) for `run`.
 
-    `out` defaults to RUN/report; `oracle` is a stage folder (with metrics.json) outside the run
-    whose mIoU is the top of the oracle gap. Returns the paths written and the ablation rows."""
+    `out` defaults to RUN/report; another folder follows `outdir.open_out` (files phfa did not
+    write there are replaced only with `overwrite`). `oracle` is a stage folder (with metrics.json)
+    outside the run whose mIoU is the top of the oracle gap. Returns the paths written and the
+    ablation rows."""
     run = Path(run)
     if not run.is_dir():
         raise PhfaError(f"--run: {run} does not exist")
@@ -832,11 +838,14 @@ def build_report(run: Path, data: DataConfig | None, out: Path | None = None, pa
     if not any(s.finished for s in stages):
         raise PhfaError(f"--run: {run} has no finished stage; run `phfa adapt --run {run} --sources ...` first")
     ext = external_oracle(oracle) if oracle is not None else None
+    if out is not None:
+        open_out(out, ["index.html", "report.md", "figures"], overwrite=overwrite,
+                 protected=dataset_roots(data, near=Path(out)))
     out = Path(out) if out is not None else run / "report"
     fig_dir = out / "figures"
     listing = fig_dir / ".phfa-report-files"
     if listing.is_file():  # the figures an earlier report wrote here (and nothing else) go
-        for name in listing.read_text().splitlines():
+        for name in read_text(listing, "the report's figure list", fix="delete it").splitlines():
             if name and "/" not in name and name.endswith(".png"):
                 (fig_dir / name).unlink(missing_ok=True)
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,7 @@ def initial_weights(run: Path, cfg: TrainConfig) -> str:
         raise PhfaError(f"init_stage {cfg.init_stage}: {sd.path} holds no finished stage to start from; train it "
                         f"first (for the toy preset: `phfa adapt --run {run} --sources gta5 --no-adversarial "
                         f"--no-hierarchy --preset toy`), or start from --pretrained with --set init_stage=")
-    return str(sd.path / "final.pt")
+    return str(sd.model(f"init_stage {cfg.init_stage}"))
 
 
 def kept_settings(cfg: TrainConfig, old: TrainConfig) -> list[str]:
@@ -109,6 +109,17 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
     """Run one training stage end to end; returns its manifest (None on non-zero DDP ranks)."""
     reporter = reporter or Reporter()
     sd = StageDir(run, stage)
+    main = distributed.is_main()
+    if main:
+        sd.acquire(command)  # one process per stage, before anything of it is read
+    try:
+        return _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, device)
+    finally:
+        sd.release()
+
+
+def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, device):
+    stage = sd.name
     # --- 1. inputs, before anything is written
     ck = resume_state(sd, resume)
     kept: list[str] = []
@@ -155,7 +166,7 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
                               device=device, arch=segmentor.arch_of(cfg))
         except train.Interrupted as e:
             if main:
-                sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
+                e.restored = sd.interrupt(interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
             raise
         if not main:
             return None
@@ -167,8 +178,9 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
         try:
             m = evaluate_target(model, data, plan.target, cfg, device, reporter=reporter)
         except KeyboardInterrupt:
-            sd.write(status="interrupted", interrupted_at={"phase": "evaluation", "iter": 0})
-            raise train.Interrupted(sd.path / "last.pt", 0, "evaluation") from None
+            e = train.Interrupted(sd.path / "last.pt", 0, "evaluation")
+            e.restored = sd.interrupt(interrupted_at={"phase": "evaluation", "iter": 0})
+            raise e from None
         if m is not None:
             write_json(sd.path / "metrics.json", m)
         return sd.finish(outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / "last.pt")},

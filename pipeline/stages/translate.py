@@ -162,14 +162,17 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
         return _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg, seg_checkpoint,
                           resuming, reporter, device)
     except KeyboardInterrupt:
-        sd.write(status="interrupted", interrupted_at={"phase": "write", "iter": 0})
-        raise T.Interrupted(sd.path / "last.pt", 0, "write") from None
+        e = T.Interrupted(sd.path / "last.pt", 0, "write")
+        e.restored = sd.interrupt(interrupted_at={"phase": "write", "iter": 0})
+        raise e from None
     except T.Interrupted as e:
-        sd.write(status="interrupted", interrupted_at={"phase": e.phase, "iter": e.it})
+        e.restored = sd.interrupt(interrupted_at={"phase": e.phase, "iter": e.it})
         raise
     except BaseException:
         sd.restore()  # --force: the replaced stage comes back
         raise
+    finally:
+        sd.release()
 
 
 def _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg, seg_checkpoint, resuming,
