@@ -45,7 +45,7 @@ def upsample(logits: torch.Tensor, size) -> torch.Tensor:
 
 
 @torch.no_grad()
-def upsampled_argmax(logits: torch.Tensor, size, max_bytes: int = 64 << 20) -> torch.Tensor:
+def upsampled_argmax(logits: torch.Tensor, size, max_bytes: int = 16 << 20) -> torch.Tensor:
     """argmax over classes of `upsample(logits, size)` for one image ([1, C, h, w] -> H x W uint8),
     in bands of output rows so that memory stays ~`max_bytes` whatever the size (an 8000 x 6000
     photo's full-size logits would take 3.6 GB). Separable, as the bilinear kernel is: the width is
@@ -61,7 +61,7 @@ def upsampled_argmax(logits: torch.Tensor, size, max_bytes: int = 64 << 20) -> t
         i0 = src.floor().long().clamp(max=h - 1)
         i1 = (i0 + 1).clamp(max=h - 1)
         t = (src - i0).view(1, -1, 1)
-        rows = wide[:, i0] * (1 - t) + wide[:, i1] * t            # C x band x W
+        rows = wide[:, i0].mul_(1 - t).add_(wide[:, i1].mul_(t))     # C x band x W, two buffers
         out[y0:y0 + len(src)] = rows.argmax(0).to(torch.uint8)
     return out
 

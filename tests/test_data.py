@@ -126,6 +126,50 @@ def test_bad_config(tmp_path):
         load_data_config(tmp_path / "c.toml")
 
 
+@pytest.mark.parametrize("body,match", [
+    ('root = 5', "root must be a path in quotes, not 5"),
+    ('root = ["gta5"]', "root must be a path in quotes"),
+    ('root = "gta5"\nlists = "l.txt"', "lists must be a table"),
+    ('root = "gta5"\nlists = { all = 5 }', "lists.all must be a path in quotes"),
+    ('root = "gta5"\nfew_shot = true', "few_shot must be a positive integer, not True"),
+    ('root = "gta5"\nfew_shot = 2.5', "few_shot must be a positive integer"),
+])
+def test_config_values_of_the_wrong_type_are_named(tmp_path, body, match):
+    (tmp_path / "c.toml").write_text(f'[domains.x]\nformat = "gta5"\n{body}\n')
+    with pytest.raises(PhfaError, match=match):
+        load_data_config(tmp_path / "c.toml")
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "c.toml").write_bytes(b'[domains.x]\nformat = "gta5"\nroot = "\xff"\n')
+    with pytest.raises(PhfaError, match="c.toml is not UTF-8"):
+        load_data_config(tmp_path / "c.toml")
+
+
+def test_16_bit_labels_are_read_exactly_or_refused_by_name(tmp_path):
+    import cv2
+    ids = np.full((4, 6), 7, np.uint16)
+    cv2.imwrite(str(tmp_path / "ok.png"), ids)                     # 16-bit, every id < 256: exact
+    assert formats.decode_label("gta5", tmp_path / "ok.png").train_ids.tolist() == [[0] * 6] * 4
+    ids[1, 2] = 256 + 7                                             # would wrap to 7 (road) modulo 256
+    cv2.imwrite(str(tmp_path / "wrap.png"), ids)
+    for fmt in ("gta5", "cityscapes", "folder"):
+        with pytest.raises(PhfaError, match="wrap.png is a 16-bit image holding id 263"):
+            formats.decode_label(fmt, tmp_path / "wrap.png")
+
+
+def test_data_check_names_a_16_bit_label(tiny_data):
+    import cv2
+    from pipeline.data.check import check_domain
+    cfg_path, _ = tiny_data
+    lp = cfg_path.parent / "gta5" / "labels" / "00003.png"
+    ids = pngio.read_index(lp).astype(np.uint16)
+    ids[0, 0] = 300
+    cv2.imwrite(str(lp), ids)
+    rep = check_domain(load_data_config(cfg_path), "gta5")
+    assert not rep.usable and any("00003.png" in u and "16-bit" in u for s in rep.splits for u in s.unreadable)
+
+
 def test_data_manifests_describe_each_format():
     for fmt in ("gta5", "synthia", "cityscapes", "folder"):
         m = formats.dataset_manifest(fmt)

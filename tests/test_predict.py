@@ -177,3 +177,20 @@ def test_option_errors_are_one_sentence(ckpt, tmp_path, opts):
     r = _predict(*opts, tmp_path / "i.png", "--out", tmp_path / "o")
     assert r.exit_code == 2 and r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_large_photo_costs_a_few_bytes_a_pixel():
+    """predict upsamples the logits in bands of rows: a 6 Mpx photo stays far below the ~90 bytes a
+    pixel that full-frame float32 logits of 19 classes and an int64 argmax take (bench/predict_memory.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "predict_memory.py"), "--size", "3000", "2000", "--json"],
+                       capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    banded, full = d["rows"]
+    assert banded["mode"] == "banded" and banded["bytes_per_pixel"] < 40 and full["bytes_per_pixel"] > 60, d

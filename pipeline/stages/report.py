@@ -42,7 +42,7 @@ from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.atomic import write_bytes, write_text
 from pipeline.runtime.progress import Reporter
-from pipeline.runtime.run import StageDir
+from pipeline.runtime.run import StageDir, recover
 from pipeline.stages.outdir import dataset_roots, open_out
 from pipeline.textfiles import read_text
 
@@ -834,6 +834,7 @@ def build_report(run: Path, data: DataConfig | None, out: Path | None = None, pa
         raise PhfaError(f"--run: {run} does not exist")
     if panel_images < 0:
         raise PhfaError(f"--panel-images must be 0 or more, not {panel_images}")
+    recover(run)   # a stage a killed --force attempt left aside comes back first
     stages = find_stages(run)
     if not any(s.finished for s in stages):
         raise PhfaError(f"--run: {run} has no finished stage; run `phfa adapt --run {run} --sources ...` first")
