@@ -43,7 +43,7 @@ def _progress() -> Progress:
 @guarded
 def data_synth(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write toytown into.")],
-    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed: the same labels on any machine, images within 1 grey level).")] = 0,
     count: Annotated[Optional[list[str]], typer.Option("--count", metavar="NAME=N", help="Images per set, e.g. gta5=1000 (unity, gta5, cityscapes_train, cityscapes_val).")] = None,
     thicken: Annotated[float, typer.Option(help="Widen poles, lights, signs, people and two-wheelers this many times (1-8), in every domain; 1 = as drawn, 3 = calibrated default.")] = 3.0,
 ):

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .precision import F
+
 
 @dataclass
 class Camera:
@@ -21,8 +23,8 @@ class Camera:
 
     def rays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World direction of each pixel's ray, scaled so that camera depth grows by 1 per unit."""
-        xc = ((np.arange(self.W, dtype=np.float32) + 0.5 - self.cx) / self.f)[None, :]
-        yc = ((np.arange(self.H, dtype=np.float32) + 0.5 - self.cy) / self.f)[:, None]
+        xc = ((np.arange(self.W, dtype=F) + 0.5 - self.cx) / self.f)[None, :]
+        yc = ((np.arange(self.H, dtype=F) + 0.5 - self.cy) / self.f)[:, None]
         cp, sp = math.cos(self.pitch), math.sin(self.pitch)
         cy_, sy_ = math.cos(self.yaw), math.sin(self.yaw)
         y1 = -cp * yc - sp

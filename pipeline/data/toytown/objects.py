@@ -1,12 +1,14 @@
 """Things in the street as 3-D primitives: vehicles, people, two-wheelers, trees, poles, signs; and their placement."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .ids import BIKE, BUS, CAR, LIGHT, MOTO, PERSON, POLE, RIDER, SIGN, STATIC, TRAIN, TRUCK, VEG
+from .precision import F
 from .styles import draw
 from .textures import grey, hsv
 
@@ -27,31 +29,38 @@ class Obj:
 def box(x0, x1, y0, y1, z0, z1, cam_pos):
     """Visible faces of an axis-aligned box -> list of (4x3 points, normal)."""
     faces = [
-        (np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0]]), (0, 0, -1)),
-        (np.array([[x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]]), (0, 0, 1)),
-        (np.array([[x0, y0, z0], [x0, y0, z1], [x0, y1, z1], [x0, y1, z0]]), (-1, 0, 0)),
-        (np.array([[x1, y0, z0], [x1, y0, z1], [x1, y1, z1], [x1, y1, z0]]), (1, 0, 0)),
-        (np.array([[x0, y1, z0], [x1, y1, z0], [x1, y1, z1], [x0, y1, z1]]), (0, 1, 0)),
+        (np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0]], F), (0, 0, -1)),
+        (np.array([[x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]], F), (0, 0, 1)),
+        (np.array([[x0, y0, z0], [x0, y0, z1], [x0, y1, z1], [x0, y1, z0]], F), (-1, 0, 0)),
+        (np.array([[x1, y0, z0], [x1, y0, z1], [x1, y1, z1], [x1, y1, z0]], F), (1, 0, 0)),
+        (np.array([[x0, y1, z0], [x1, y1, z0], [x1, y1, z1], [x0, y1, z1]], F), (0, 1, 0)),
     ]
     out = []
+    cam = np.asarray(cam_pos, F)
     for pts, n in faces:
-        c = pts.mean(0)
-        if np.dot(np.asarray(cam_pos) - c, n) > 1e-6:
-            out.append((pts, np.array(n, float)))
+        d = cam - pts.mean(0)
+        if d[0] * n[0] + d[1] * n[1] + d[2] * n[2] > 1e-6:  # written out, not BLAS: decides the labels
+            out.append((pts, np.array(n, F)))
     return out
 
 
 def disc(cx, cy, z, rx, ry, k=10, plane="z", x=None):
-    """k-gon ellipse in a plane Z = z (or X = x, with cx along Z)."""
+    """k-gon ellipse in a plane Z = z (or X = x, with cx along Z).
+
+    Its corners decide label pixels, so cos and sin are the C library's scalar ones, the same on
+    every CPU, not numpy's vectorised ones, which differ by an ulp between AVX2 and AVX-512.
+    """
     a = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    cos = np.array([math.cos(v) for v in a], F)
+    sin = np.array([math.sin(v) for v in a], F)
     if plane == "z":
-        return np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a), np.full(k, z)], 1)
-    return np.stack([np.full(k, x), cy + ry * np.sin(a), cx + rx * np.cos(a)], 1)
+        return np.stack([cx + rx * cos, cy + ry * sin, np.full(k, z)], 1)
+    return np.stack([np.full(k, x), cy + ry * sin, cx + rx * cos], 1)
 
 
 def quad_z(xa, xb, ya, yb, z):
     """Rectangle in the plane Z = z."""
-    return np.array([[xa, ya, z], [xb, ya, z], [xb, yb, z], [xa, yb, z]], float)
+    return np.array([[xa, ya, z], [xb, ya, z], [xb, yb, z], [xa, yb, z]], F)
 
 
 def vehicle(sc: Scene, rng, kind: str, X: float, Z: float, oncoming: bool) -> Obj:
@@ -347,7 +356,7 @@ THIN_CODES = (POLE, LIGHT, SIGN, PERSON, RIDER, MOTO, BIKE)
 THICK_LIMIT = 0.5   # m: a part is not thickened beyond this (a sign plate stays a plate)
 # Default widening (`phfa data synth --thicken`): at toytown's 256x128 a 0.18 m pole 10 m away
 # is ~1 px wide, as in Cityscapes at 1024x512 it is ~4 px; x3 keeps thin classes learnable at
-# output stride 8 (docs/toytown-calibration.md). 1 = as drawn (the pinned golden digests).
+# output stride 8 (docs/toytown-calibration.md). 1 = as drawn.
 DEFAULT_THICKEN = 3.0
 
 
@@ -364,7 +373,7 @@ def thickened(obj: Obj, factor: float) -> Obj:
         return obj
     prims = []
     for pts, code, col, flag in obj.prims:
-        pts = np.array(pts, np.float64)
+        pts = np.array(pts, F)
         ex, ey = np.ptp(pts[:, 0]), np.ptp(pts[:, 1])
         ax, d = (0, ex) if ex <= ey else (1, ey)
         if 0 < d < THICK_LIMIT:

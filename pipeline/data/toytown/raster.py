@@ -7,6 +7,7 @@ import numpy as np
 
 from .ids import EGO, GROUND, THINGS
 from .objects import GLASS, GRAIN, SPECULAR, Obj
+from .precision import F, to_uint8
 from .raycast import Frame, cast_row, end_plane, ground, sky
 from .scene import Scene
 from .styles import draw
@@ -51,13 +52,13 @@ def draw_object(fr: Frame, sc: Scene, obj: Obj, bank) -> None:
         return
     k = idx[m].astype(np.int64) - 1
     codes = np.array([p[1] if p[1] is not None else 0 for p in prims], np.uint8)[k]
-    cols = np.array([p[2] for p in prims], np.float32)[k]
+    cols = np.array([p[2] for p in prims], F)[k]
     flags = np.array([p[3] for p in prims], np.int64)[k]
     osh = sc.style.objects
     if osh is not None:
         rows_, cols_ = np.nonzero(m)
-        top = np.array(ptop, np.float32)[k]
-        hgt = np.maximum(np.array(pbot, np.float32)[k] - top, 1.0)
+        top = np.array(ptop, F)[k]
+        hgt = np.maximum(np.array(pbot, F)[k] - top, 1.0)
         rf = (rows_ - top) / hgt
         spec = 1 + osh.spec_amp * np.exp(-((rf - osh.spec_peak) / osh.spec_width) ** 2)
         if osh.spec_falloff:
@@ -130,7 +131,12 @@ def hood(fr: Frame, sc: Scene) -> None:
 
 
 def post_process(fr: Frame, sc: Scene, rng: np.random.Generator) -> np.ndarray:
-    """Haze, exposure, contrast, saturation, white balance, sensor effects -> RGB uint8."""
+    """Haze, exposure, contrast, saturation, white balance, sensor effects -> RGB uint8.
+
+    All in float64, blur included, and quantised once by `to_uint8`: exp, power and the blur's
+    sums may differ by an ulp between CPUs, which in float64 moves no grey level but a rare one
+    (see precision.py).
+    """
     import cv2
 
     img = fr.img
@@ -142,7 +148,7 @@ def post_process(fr: Frame, sc: Scene, rng: np.random.Generator) -> np.ndarray:
     a = 1 - np.exp(-z / ps.haze_distance.draw(rng))
     img = img * (1 - a) + sc.pal["haze"] * a
     if sensor is not None:  # the city's colour cast, jittered, and exposure
-        gain = np.array([g.draw(rng) for g in sensor.channel_gain], np.float32)
+        gain = np.array([g.draw(rng) for g in sensor.channel_gain], F)
         img = img * (sc.cast * gain) * sensor.exposure.draw(rng)
     if ps.contrast is not None:
         mean = img.mean()
@@ -150,17 +156,17 @@ def post_process(fr: Frame, sc: Scene, rng: np.random.Generator) -> np.ndarray:
     g = img.mean(-1, keepdims=True)
     img = g + (img - g) * draw(rng, ps.saturation)
     if ps.white_balance is not None:
-        img = img * np.array([draw(rng, c) for c in ps.white_balance], np.float32)
+        img = img * np.array([draw(rng, c) for c in ps.white_balance], F)
     if sensor is not None:
-        yy = (np.arange(H, dtype=np.float32)[:, None] + 0.5 - H / 2) / (H / 2)
-        xx = (np.arange(W, dtype=np.float32)[None, :] + 0.5 - W / 2) / (W / 2)
+        yy = (np.arange(H, dtype=F)[:, None] + 0.5 - H / 2) / (H / 2)
+        xx = (np.arange(W, dtype=F)[None, :] + 0.5 - W / 2) / (W / 2)
         img = img * (1 - sensor.vignette.draw(rng) * (xx * xx * 0.6 + yy * yy * 0.4))[..., None]
         img = np.clip(img, 0, 1) ** sensor.gamma.draw(rng)
-        img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sensor.blur_sigma.draw(rng))
+        img = cv2.GaussianBlur(img, (0, 0), sensor.blur_sigma.draw(rng))  # CV_64F in, CV_64F out
         sigma = sensor.noise_sigma.draw(rng)
-        img = img + rng.normal(0, sigma, img.shape).astype(np.float32) * (0.5 + np.sqrt(np.clip(img, 0, 1)))
-        img = img + rng.normal(0, sigma * sensor.row_noise, (H, 1, 1)).astype(np.float32)
-    return np.clip(np.round(np.clip(img, 0, 1) * 255), 0, 255).astype(np.uint8)
+        img = img + rng.normal(0, sigma, img.shape) * (0.5 + np.sqrt(np.clip(img, 0, 1)))
+        img = img + rng.normal(0, sigma * sensor.row_noise, (H, 1, 1))
+    return to_uint8(img)
 
 
 def render(sc: Scene, bank: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ import numpy as np
 
 from .ids import (BUILDING, FENCE, LANE, PARKING, RAIL, ROAD, SIDEWALK, SKY, TERRAIN, UNLABELED, VEG,
                   WALL)
+from .precision import F
 from .scene import Row, Scene
 from .styles import FACADE_BRICK, FACADE_CONCRETE, FACADE_GLASS, FENCE_CHAIN_LINK, WALL_BLOCKS
 from .textures import grain, grey, hash01, tex
@@ -14,13 +15,15 @@ FRONT, END, ROOF = 0, 1, 2
 
 
 class Frame:
-    """What is drawn so far: colour, class code, depth, structure depth, instance id per pixel."""
+    """What is drawn so far: colour, class code, depth, structure depth, instance id per pixel.
+
+    Colour and depths are float64 (precision.F), for results that do not depend on the CPU."""
 
     def __init__(self, W: int, H: int):
-        self.img = np.zeros((H, W, 3), np.float32)
+        self.img = np.zeros((H, W, 3), F)
         self.code = np.full((H, W), UNLABELED, np.uint8)
-        self.z = np.full((H, W), np.inf, np.float32)    # depth of what is visible
-        self.zs = np.full((H, W), np.inf, np.float32)   # depth of structures (not ground): objects occlude ground
+        self.z = np.full((H, W), np.inf, F)    # depth of what is visible
+        self.zs = np.full((H, W), np.inf, F)   # depth of structures (not ground): objects occlude ground
         self.inst = np.zeros((H, W), np.uint16)
 
 
@@ -38,9 +41,12 @@ def segment_lookup(row: Row, Z: np.ndarray) -> np.ndarray:
 
 
 def row_height(row: Row, i: np.ndarray, along: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Height of segments i at `along`: its height plus, for ragged tops (hn > 0), texture noise."""
     hgt = row.h[i]
     if row.hn.any():
-        hgt = hgt + row.hn[i] * tex(bank, 0, np.zeros_like(along), along * 1.3)
+        hn = row.hn[i]
+        rag = hn != 0   # the noise is looked up only where it counts
+        hgt[rag] += hn[rag] * tex(bank, 0, np.zeros(int(rag.sum())), along[rag] * 1.3)
     return hgt
 
 
@@ -135,15 +141,20 @@ def facade_color(sc: Scene, row: Row, i, s, Y, face: int, bank) -> np.ndarray:
 def cast_row(fr: Frame, sc: Scene, row: Row, dirs, bank) -> None:
     """Front faces, near end faces and roofs of a row's blocks, where nearer than what is drawn."""
     cam = sc.cam
-    dX, dY, dZ = dirs
     Xp = row.side * row.x
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (Xp - cam.x0) / dX
-    ok = np.isfinite(t) & (t > 0.05)
-    Z = np.where(ok, t * dZ, -1e9)
+        t = (Xp - cam.x0) / dirs[0]
+    # Only rays that meet the row's plane ahead of the camera can hit its blocks: everything
+    # below is computed for those pixels alone (px, flat indices in row-major order).
+    px = np.flatnonzero(np.isfinite(t) & (t > 0.05))
+    if px.size == 0:
+        return
+    t = t.ravel()[px]
+    dX, dY, dZ = (d.ravel()[px] for d in dirs)
+    Z = t * dZ
     Y = cam.h + t * dY
     i = segment_lookup(row, Z)
-    inseg = ok & (Z >= row.z0[0]) & (Z < row.z1[-1])
+    inseg = (Z >= row.z0[0]) & (Z < row.z1[-1])
     hgt = row_height(row, i, Z, bank)
     solid = inseg & (row.code[i] != 0)
     front = solid & (Y >= 0) & (Y < hgt)
@@ -159,7 +170,7 @@ def cast_row(fr: Frame, sc: Scene, row: Row, dirs, bank) -> None:
         Ye = cam.h + te * dY
         depth_in = (Xe - Xp) * row.side
         he = row_height(row, j, ze + 0 * Ye, bank)
-        endf = ok & ~front & (j > i) & (row.code[j] != 0) & (te > t) & (depth_in >= 0) & (depth_in < row.depth) & (Ye >= 0) & (Ye < he)
+        endf = ~front & (j > i) & (row.code[j] != 0) & (te > t) & (depth_in >= 0) & (depth_in < row.depth) & (Ye >= 0) & (Ye < he)
         hits.append((endf, te, j, depth_in, Ye, END))
         # roofs (camera above the block)
         for k in (i, j):
@@ -170,17 +181,20 @@ def cast_row(fr: Frame, sc: Scene, row: Row, dirs, bank) -> None:
             Xr = cam.x0 + tr * dX
             Zr = tr * dZ
             din = (Xr - Xp) * row.side
-            roof = (ok & ~front & (row.code[k] != 0) & (hk < cam.h) & (tr > t - 1e-3) & (din >= 0) & (din < row.depth)
+            roof = (~front & (row.code[k] != 0) & (hk < cam.h) & (tr > t - 1e-3) & (din >= 0) & (din < row.depth)
                     & (Zr >= row.z0[k]) & (Zr < row.z1[k]))
             hits.append((roof, tr, k, Xr, Zr, ROOF))
     for m, tt, idx, s, yy, face in hits:
-        sel = m & (tt < fr.z)
-        if not sel.any():
+        hit = m & (tt < fr.z.ravel()[px])
+        if not hit.any():
             continue
-        ii = idx[sel]
-        col = facade_color(sc, row, ii, s[sel], yy[sel], face, bank)
+        sel = np.zeros(fr.z.size, bool)
+        sel[px[hit]] = True
+        sel = sel.reshape(fr.z.shape)
+        ii = idx[hit]
+        col = facade_color(sc, row, ii, s[hit], yy[hit], face, bank)
         codes = row.code[ii].astype(np.uint8)
-        tsel = tt[sel]
+        tsel = tt[hit]
         if np.isnan(col).any():  # see-through fence: label only
             see = np.isnan(col[:, 0])
             cur = fr.img[sel]
@@ -267,7 +281,7 @@ def ground(fr: Frame, sc: Scene, dirs, bank) -> None:
     if sc.tram_x is not None:
         code = np.where((np.abs(X - sc.tram_x) < 0.9) & (code != SIDEWALK), np.uint8(RAIL), code)
     # colours
-    col = np.empty(X.shape + (3,), np.float32)
+    col = np.empty(X.shape + (3,), F)
     for c, key in ((ROAD, "road"), (SIDEWALK, "sidewalk"), (TERRAIN, "terrain"), (LANE, "lane"), (PARKING, "parking"),
                    (VEG, "veg"), (RAIL, "road")):
         mm = code == c

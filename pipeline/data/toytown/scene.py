@@ -9,6 +9,7 @@ import numpy as np
 from .camera import Camera
 from .ids import BUILDING, FENCE, SIDEWALK, VEG, WALL
 from .objects import sample_objects
+from .precision import F
 from .styles import FENCE_PLANKS, WALL_PLAIN, DomainStyle, draw, pick
 
 
@@ -63,7 +64,10 @@ class Scene:
     def shade(self, n) -> float:
         """Brightness of a surface with normal n: ambient plus direct sun."""
         lt = self.light
-        return lt["amb"] + lt["dir"] * max(0.0, float(np.dot(n, self.sun)))
+        s = self.sun
+        # the dot product written out: np.dot goes through BLAS, whose summation order depends on the CPU
+        cos = float(n[0]) * float(s[0]) + float(n[1]) * float(s[1]) + float(n[2]) * float(s[2])
+        return lt["amb"] + lt["dir"] * max(0.0, cos)
 
 
 def make_row(rng, side, x, depth, z_from, z_to, gaps, pick_segment) -> Row:
@@ -87,11 +91,11 @@ def make_row(rng, side, x, depth, z_from, z_to, gaps, pick_segment) -> Row:
             segs.append(s)
         z = z_end
     n = len(segs)
-    g = lambda k, d: np.array([s.get(k, d) for s in segs], np.float32)  # noqa: E731
+    g = lambda k, d: np.array([s.get(k, d) for s in segs], F)  # noqa: E731
     return Row(side=side, x=x, depth=depth, z0=g("z0", 0), z1=g("z1", 0), code=np.array([s["code"] for s in segs], np.int32),
-               h=g("h", 0), hn=g("hn", 0), col=np.array([s.get("col", np.zeros(3)) for s in segs], np.float32).reshape(n, 3),
-               wcol=np.array([s.get("wcol", np.zeros(3)) for s in segs], np.float32).reshape(n, 3),
-               win=np.array([s.get("win", [3, 3, 0, 0, 0, 0]) for s in segs], np.float32).reshape(n, 6),
+               h=g("h", 0), hn=g("hn", 0), col=np.array([s.get("col", np.zeros(3)) for s in segs], F).reshape(n, 3),
+               wcol=np.array([s.get("wcol", np.zeros(3)) for s in segs], F).reshape(n, 3),
+               win=np.array([s.get("win", [3, 3, 0, 0, 0, 0]) for s in segs], F).reshape(n, 6),
                kind=np.array([s.get("kind", 0) for s in segs], np.int32), gf=g("gf", 0))
 
 
@@ -232,11 +236,11 @@ def sample_scene(st: DomainStyle, rng: np.random.Generator, W: int, H: int, bias
     az = draw(rng, ls.sun_azimuth)
     lv = ls.overcast if (ls.overcast is not None and pal.get("weather") == "overcast") else ls.levels
     light = {"amb": draw(rng, lv.ambient), "dir": draw(rng, lv.direct), "shadow": draw(rng, lv.shadow)}
-    sun = np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
+    sun = np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)], F)
 
     sc = Scene(style=st, cam=cam, rw=rw, sw=sw, verge=(verge[0], verge[1]), back_ground=ss.back_ground,
-               rows=rows, end_z=end_z, end_x=np.array(xs, np.float32), end_code=np.array(codes, np.int32),
-               end_h=np.array(hs, np.float32), end_col=np.array(cols, np.float32), cross=cross, lanes=lanes,
+               rows=rows, end_z=end_z, end_x=np.array(xs, F), end_code=np.array(codes, np.int32),
+               end_h=np.array(hs, F), end_col=np.array(cols, F), cross=cross, lanes=lanes,
                lane_w=lane_w, lane0=lane0, park=park, tram_x=tram_x, sun=sun, light=light, pal=pal,
                lawn=lawn)
     sample_objects(sc, rng)

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .ids import PARKING, SIDEWALK, TERRAIN, VEG
+from .precision import F
 from .textures import grey, hsv
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -435,7 +436,7 @@ def city_look(seed: int, split: str, city_idx: int) -> dict:
     r = np.random.default_rng([seed, 5, 0 if split == "train" else 1, city_idx])
     w = r.dirichlet(np.ones(6) * 2.0) * 0.5 + np.array(CITY_FACADE_MIX) * 0.5
     return {"facade": w.tolist(), "road": float(r.uniform(-0.04, 0.04)), "veg": float(r.uniform(-0.03, 0.03)),
-            "cast": np.array([r.uniform(0.95, 1.03), r.uniform(1.0, 1.06), r.uniform(0.94, 1.03)], np.float32)}
+            "cast": np.array([r.uniform(0.95, 1.03), r.uniform(1.0, 1.06), r.uniform(0.94, 1.03)], F)}
 
 
 def _city_palette(rng, bias=None) -> dict:
@@ -461,7 +462,7 @@ def _city_building(rng, bias=None):
     u = rng.uniform
     u(2.9, 3.6)  # drawn (and unused) like the other domains' floor height; floors come from win[0]
     b = bias or {}
-    w = np.array(b.get("facade", list(CITY_FACADE_MIX)), float)
+    w = np.array(b.get("facade", list(CITY_FACADE_MIX)), F)
     r = rng.choice(6, p=w / w.sum())
     col = [
         hsv(u(0.09, 0.14), u(0.12, 0.3), u(0.62, 0.8)),   # plaster, cream
