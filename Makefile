@@ -18,7 +18,7 @@ all: test
 
 $(BIN)/phfa: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install -q -c constraints.txt $(TORCH)
+	@echo "import torch, torchvision" | $(BIN)/python 2>/dev/null || $(BIN)/pip install -q -c constraints.txt $(TORCH)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	@touch $@
 
