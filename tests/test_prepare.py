@@ -127,3 +127,6 @@ def test_cli_errors(tiny_data):
     assert r.exit_code == 2 and "unknown domain" in r.output
     r = runner.invoke(app, ["data", "prepare", "gta5", "--config", str(cfg_path), "--size", "big"])
     assert r.exit_code == 2 and "WIDTHxHEIGHT" in r.output
+    for opts, word in ((["--size", "100000x100000"], "--size"), (["--size", "16x8", "--workers", "-1"], "--workers")):
+        r = runner.invoke(app, ["data", "prepare", "gta5", "--config", str(cfg_path), *opts])
+        assert r.exit_code == 2 and word in r.output and "Traceback" not in r.output, r.output

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from pipeline.config import MAX_SIDE, check_range
 from pipeline.data import formats, pngio
 from pipeline.data.dataconfig import DomainSpec
 from pipeline.errors import PhfaError
@@ -139,8 +140,10 @@ def prepare_split(spec: DomainSpec, split: str, size: tuple[int, int], items: li
     at the end, so an interrupted run keeps what it wrote.
     """
     size = (int(size[0]), int(size[1]))
-    if min(size) < 1:
-        raise PhfaError(f"--size {size[0]}x{size[1]}: both sides must be positive")
+    if min(size) < 1 or max(size) > MAX_SIDE:
+        raise PhfaError(f"--size {size[0]}x{size[1]}: each side must lie in 1-{MAX_SIDE} pixels")
+    if workers is not None:
+        check_range("--workers", workers, at_least=1, at_most=256)
     d = cache_dir(spec, split, size)
     old = _read_index(d, size)
     entries: dict[str, dict] = {s.name: old[s.name] for s in items if _fresh(old.get(s.name), s)}
