@@ -305,32 +305,20 @@ def test_predict_eval_and_report_never_overwrite_files_phfa_did_not_write(tiny, 
     assert "is a file" in r.output and (note / "index.html").read_text() == "my page"
 
 
-def _killed_force_attempt(tiny, adapt_straight, tmp_path, sig):
+def _killed_force_attempt(tiny, adapt_straight, name, sig):
     """A copy of a finished run whose `adapt` stage got `--force`, interrupted by `sig` mid-training."""
     import shutil
-    run = tmp_path / "forced"
+    run = tiny[0] / name
     shutil.copytree(adapt_straight, run)
     old = snapshot_tree(run / "adapt")
-    p = subprocess.Popen(cli(*ADAPT, "--config", tiny[1], "--run", run, "--force", "--seed", "5"), env=env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    t0 = time.time()
-    while p.poll() is None and time.time() - t0 < 300:
-        path = run / "adapt" / "metrics.jsonl"
-        if path.is_file() and (run / ".adapt.replaced").exists():
-            try:
-                if rows(path):
-                    p.send_signal(sig)
-                    break
-            except json.JSONDecodeError:
-                pass
-        time.sleep(0.02)
-    out, _ = p.communicate(timeout=300)
-    return run, old, p.returncode, out
+    # the copy's own metrics.jsonl is the old stage's: wait for the new attempt's (the old one aside)
+    _, rc, out = interrupt_at(tiny, name, [*ADAPT, "--force", "--seed", "5"], "adapt/metrics.jsonl",
+                              lambda rs: (run / ".adapt.replaced").exists() and bool(rs), sig)
+    return run, old, rc, out
 
 
 def test_a_killed_force_attempt_gives_the_old_stage_back(tiny, adapt_straight, tmp_path):
-    run, old, rc, _ = _killed_force_attempt(tiny, adapt_straight, tmp_path, signal.SIGKILL)
+    run, old, rc, _ = _killed_force_attempt(tiny, adapt_straight, "force-killed", signal.SIGKILL)
     assert rc == -signal.SIGKILL and (run / ".adapt.replaced").exists()
     # the next command that opens the run puts the finished stage back; --force again never deletes it
     r = runner.invoke(app, ["eval", "--config", str(tiny[1]), "--run", str(run)])
@@ -340,7 +328,7 @@ def test_a_killed_force_attempt_gives_the_old_stage_back(tiny, adapt_straight, t
 
 
 def test_ctrl_c_on_a_force_attempt_gives_the_old_stage_back(tiny, adapt_straight, tmp_path):
-    run, old, rc, out = _killed_force_attempt(tiny, adapt_straight, tmp_path, signal.SIGINT)
+    run, old, rc, out = _killed_force_attempt(tiny, adapt_straight, "force-ctrl-c", signal.SIGINT)
     assert rc == 130 and "is back as it was" in out, out[-2000:]
     assert snapshot_tree(run / "adapt") == old and not (run / ".adapt.replaced").exists()
     r = runner.invoke(app, ["predict", "--run", str(run), "--stage", "adapt", str(tiny[0] / "gta5" / "images"),
