@@ -236,7 +236,7 @@ def build_train(rep: Report, cfg, kind: str, batch: int, compile_model: bool = F
     dev = rep.dev
     torch.manual_seed(0)
     with torch.device(dev):  # initialise on the device: seconds less per row for R101
-        model = build_deeplab(cfg.backbone, 19, "none", cfg.freeze_bn)
+        model = build_deeplab(cfg.backbone, 19, "none", cfg.bn)
         D = OutputDiscriminator(19)
     opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
@@ -383,7 +383,7 @@ def sec_infer(rep: Report, cfg, out: dict):
     tw, th = cfg.target_size
     size = (th * 2, tw * 2) if not rep.a.smoke else (th, tw)  # the 2048x1024 Cityscapes label
     with torch.device(rep.dev):
-        model = build_deeplab(cfg.backbone, 19, "none", cfg.freeze_bn).eval()
+        model = build_deeplab(cfg.backbone, 19, "none", cfg.bn).eval()
     torch.backends.cudnn.benchmark = True
     rows = out.setdefault("rows", [])
     batches = (1, 2, 4, 8) if not rep.a.smoke else (1, 2)
@@ -562,7 +562,7 @@ def main(argv=None):
     rep = Report(a, dev)
     d = rep.data
     d["config"] = {"backbone": cfg.backbone, "source_size": list(cfg.source_size),
-                   "target_size": list(cfg.target_size), "freeze_bn": cfg.freeze_bn, "workers": cfg.workers,
+                   "target_size": list(cfg.target_size), "bn": cfg.bn, "workers": cfg.workers,
                    "steps": a.steps, "warmup": a.warmup, "budget_s": a.budget_s}
     print(f"phfa GPU report: {rep.name}, torch {torch.__version__}, {cfg.backbone}, source "
           f"{cfg.source_size[0]}x{cfg.source_size[1]} + target {cfg.target_size[0]}x{cfg.target_size[1]}; "

@@ -55,7 +55,7 @@ def main():
 
     def seconds_per_step(phase: train.Phase) -> float:
         torch.manual_seed(0)
-        model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none", cfg.freeze_bn).to(dev)
+        model = build_deeplab(cfg.backbone, C.NUM_CLASSES, "none", cfg.bn).to(dev)
         opt = train.make_optimizer(cfg, model)
         D = opt_d = tgt = None
         if phase.adversarial:

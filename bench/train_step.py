@@ -51,7 +51,7 @@ def main():
 
     def measure(cfg, phase, bf16):
         torch.manual_seed(0)
-        model = build_deeplab(cfg.backbone, 19, "none", cfg.freeze_bn).to(dev)
+        model = build_deeplab(cfg.backbone, 19, "none", cfg.bn).to(dev)
         if bf16:
             model = model.to(memory_format=torch.channels_last)
         # D, optimisers and the per-level feature memories exactly as the training loop builds them

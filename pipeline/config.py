@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pipeline.errors import PhfaError
 
 ALIGN_LEVELS = ("object", "category", "background")
+BN_MODES = ("reference", "frozen", "trainable")   # how BatchNorm trains (models/deeplab.py)
 
 
 @dataclass
@@ -22,7 +23,9 @@ class TrainConfig:
     pretrained: str = "imagenet"             # imagenet | none | PATH: a state dict; the reference
                                              # DeepLab_resnet_pretrained_init-f81d91e8.pth (keys Scale.*)
                                              # builds the Caffe variant (strides, 0-255 BGR input)
-    freeze_bn: bool = True                   # paper: frozen BN at batch 1; toy: trainable BN
+    bn: str = "reference"                    # BatchNorm: reference = affine frozen, batch statistics in training,
+                                             # running statistics updated (AdaptSegNet, ADVENT, BDL, SIM: paper) |
+                                             # frozen = eval mode, statistics kept | trainable (toy, batch 4)
     init_stage: str = ""                     # a stage of the same run whose final.pt starts every *aligning* stage
                                              # (adversarial or hierarchy; retrain starts there again) instead of
                                              # `pretrained`. toy: the source-only stage, a source warm-up (set when
@@ -69,7 +72,8 @@ class TrainConfig:
     lambda_back: float = 0.01                # background (Eq. 4-6): sum over images, stuff classes; = lambda_obj (SIM)
     alpha: float = 0.2                       # max-squares class-balance exponent (Eq. 3)
     memory_size: int = 50                    # w (Table I) = zeta (Eq. 5): stored source samples per stuff class
-    memory_size_object: int = 0              # stored samples per thing class (Eq. 1); 0 = 10 * memory_size (SIM: 500)
+    memory_size_object: int = 50             # w per thing class (Eq. 1; Table I and Sec. IV-B: w = 50 samples);
+                                             # 0 = 10 * memory_size, SIM's reading (500)
     object_top_k: int = 10                   # Eq. 1: only the k largest components per class and image (SIM); 0 = all
     memory_full_gate: bool = True            # Eq. 1/6: a class joins once its memory is full (SIM); off: one sample
     memory_classifier_check: bool = True     # store a source feature only if the classifier predicts its class (SIM)
@@ -104,7 +108,7 @@ PRESETS: dict[str, dict] = {
     # source-only model for 500 iterations, since aligning a from-scratch model's outputs collapsed
     # them, and use lambda_adv 0.001, the value AdaptSegNet-derived configs use on the main output
     # (at the paper's 0.01 +AA alone collapsed on toytown: docs/toytown-ablation.md §5).
-    "toy": dict(backbone="effnet-lite0-s5", pretrained="imagenet", freeze_bn=False,
+    "toy": dict(backbone="effnet-lite0-s5", pretrained="imagenet", bn="trainable",
                 source_size=(240, 132), target_size=(256, 128), batch_size=4, hflip=True, photometric=True,
                 workers=0, cache=True, iters=1000, aux_share=0.5, poly_iters=0, optimizer="adamw", lr=2e-3,
                 lr_d=1e-4, d_ndf=32, log_every=50, ckpt_every=250,
@@ -243,6 +247,8 @@ def validate(cfg) -> None:
         raise PhfaError(f"--align: unknown level '{bad[0]}' (choose from {', '.join(ALIGN_LEVELS)})")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise PhfaError(f"--precision must be auto, bf16 or fp32, not '{cfg.precision}'")
+    if cfg.bn not in BN_MODES:
+        raise PhfaError(f"--set bn={cfg.bn}: choose {', '.join(BN_MODES)}")
     if cfg.optimizer not in ("sgd", "adamw"):
         raise PhfaError(f"--set optimizer={cfg.optimizer}: choose sgd or adamw")
     if cfg.optimizer == "adamw" and not cfg.momentum < 1:
@@ -272,11 +278,21 @@ def validate(cfg) -> None:
                         "(0 = the default rule)")
 
 
+def bn_mode(d: dict) -> str:
+    """The BatchNorm mode a config or checkpoint arch dict records. Files written before the `bn`
+    setting recorded `freeze_bn`: True meant "frozen", False "trainable"."""
+    if "bn" in d:
+        return d["bn"]
+    return "frozen" if d.get("freeze_bn") else "trainable"
+
+
 def from_dict(d: dict, cls=None):
-    """Rebuild a config from a manifest/checkpoint dict (lists back to tuples)."""
+    """Rebuild a config from a manifest/checkpoint dict (lists back to tuples; `bn` as `bn_mode`)."""
     cls = cls or TrainConfig
     known = {f.name for f in fields(cls)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+    if cls is TrainConfig and ("bn" in d or "freeze_bn" in d):
+        kw["bn"] = bn_mode(d)
     return cls(**kw)
 
 
@@ -284,7 +300,7 @@ def from_dict(d: dict, cls=None):
 class TranslateConfig:
     # --- method
     method: str = "cyclegan"                 # cyclegan (paper, Eq. 7) | fda (training-free)
-    # --- CycleGAN (usual recipe)
+    # --- CycleGAN (the reference recipe: ResNet generators, 70x70 PatchGAN, LSGAN, N(0, 0.02) init)
     ngf: int = 64                            # generator width
     ndf: int = 64                            # PatchGAN width
     n_blocks: int = 9                        # generator residual blocks
@@ -296,14 +312,16 @@ class TranslateConfig:
     lambda_cycle: float = 10.0               # cycle-consistency weight
     lambda_identity: float = 0.5             # identity weight, relative to lambda_cycle
     pool_size: int = 50                      # history of generated images for D
-    lambda_ppl: float = 0.1                  # Eq. 7 x vs G(x) (paper silent; our choice). L1 of logits that
+    lambda_ppl: float = 0.1                  # Eq. 7 x vs G(x) (paper silent): BDL's 0.1. L1 of logits that
                                              # are instance-normalised per image and class channel (BDL's
                                              # normalisation): channels of classes absent from a crop are
                                              # scaled up to unit variance and weigh like present ones; the
                                              # alternative, raw logits (SegPerceptualLoss normalize="none")
-    lambda_ppl_recon: float = 0.1            # Eq. 7 x vs F(G(x)) (paper silent; our choice)
+    lambda_ppl_recon: float = 10.0           # Eq. 7 x vs F(G(x)) (paper silent): BDL's lambda_A * lambda_semantic
+                                             # = 10 x 1 on the reconstruction (0.1 on the translation)
     # --- data
     crop: tuple[int, int] = (512, 256)       # (W, H) random training crops
+    hflip: bool = True                       # random horizontal flip of each crop (the CycleGAN reference)
     source_size: tuple[int, int] = (1280, 720)   # written resolution = the size adapt trains at
     target_size: tuple[int, int] = (1024, 512)   # few-shot target images are resized to this
     batch_size: int = 1                      # image pairs per iteration

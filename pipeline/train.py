@@ -201,13 +201,29 @@ def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
     write_text(path, "".join(line + "\n" for line in kept))
 
 
+def nonfinite_advice(cfg: TrainConfig, it: int, bad: dict) -> str:
+    """The likeliest cause of a non-finite segmentation loss, from the settings and when it happened."""
+    if cfg.bn == "frozen" and cfg.pretrained == "none" and not cfg.init_stage:
+        return ("BatchNorm is frozen at a random initialisation's statistics, so nothing normalises the "
+                "activations: use --set bn=reference (batch statistics, as the reference code) or pretrained weights")
+    if it < 10:
+        return (f"at the start of training, with lr {cfg.lr:g}: check the initial weights (--pretrained) and the "
+                "input images first, then lower the learning rate with --set lr=...")
+    if set(bad) <= {"obj", "back", "class"}:
+        return ("only the hierarchy losses: lower their weights (--set lambda_obj=, lambda_back=, lambda_class=) "
+                "or the learning rate")
+    return f"lower the learning rate (now {cfg.lr:g}) with --set lr=..."
+
+
 def loop(name: str, start: int, total: int, step: Callable[[int], dict[str, torch.Tensor]], *,
          schedulers: list, reporter: Reporter, log_every: int, ckpt_every: int,
          snapshot: Callable[[int], Path], metrics_path: Path | None, record: dict,
-         check_every_step: bool, last_good: Path | None) -> None:
+         check_every_step: bool, last_good: Path | None,
+         advice: Callable[[int, dict], str] | None = None) -> None:
     """Iterations start..total of one phase: step, schedule, NaN check, metric lines, snapshots,
     Ctrl-C. `step(it)` returns detached 0-d loss tensors; nothing here syncs with the device
-    except the NaN check (every step on CPU, at log intervals on CUDA) and the log lines."""
+    except the NaN check (every step on CPU, at log intervals on CUDA) and the log lines.
+    `advice(it, bad_losses)` says what to do about a non-finite loss (default: lower the lr)."""
     reporter.phase(name, start, total)
     sums: dict[str, torch.Tensor] = {}
     n_acc = 0
@@ -224,9 +240,10 @@ def loop(name: str, start: int, total: int, step: Callable[[int], dict[str, torc
             if (check_every_step or at_log) and not bool(torch.stack([v.float() for v in losses.values()])
                                                          .isfinite().all()):
                 bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v)}
+                hint = advice(it, bad) if advice is not None else "lower the learning rate with --set lr=..."
                 raise PhfaError(f"loss became non-finite ({', '.join(f'{k}={v}' for k, v in bad.items())}) at "
                                 f"iteration {it + 1} of phase '{name}'; last good checkpoint: {last_good or 'none'} "
-                                "(lower the learning rate with --set lr=...)")
+                                f"({hint})")
             reporter.step(it + 1)
             if at_log:
                 vals = {k: float(v) / n_acc for k, v in sums.items()}  # the only host sync
@@ -334,10 +351,11 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         loop(ph.name, start_it, ph.iters, step,
              schedulers=schedulers, reporter=reporter, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
              snapshot=snapshot, metrics_path=metrics_path if main else None, record={"phase": ph.name},
-             check_every_step=device.type == "cpu",
+             check_every_step=device.type == "cpu", advice=lambda it, bad: nonfinite_advice(cfg, it, bad),
              last_good=out / "last.pt" if (out / "last.pt").is_file() else None)
         state.history.append({**ph.describe(),
                               "memory_counts": memory.counts() if memory is not None else None,
+                              "participation": al.participation(memory, C.CLASS_NAMES),
                               "seconds": round(time.time() - t0, 1)})
         if average is not None:  # the phase's result is the average; the batch counters stay the model's
             with torch.no_grad():

@@ -255,3 +255,50 @@ def test_toy_preset_warm_starts_aligning_stages_from_source_only(tiny):
     assert r.exit_code == 0, r.output
     man = json.loads((run / "adapt-align-category/manifest.json").read_text())
     assert man["inputs"]["pretrained"].endswith("final.pt") and [p["iters"] for p in man["phases_done"]] == [1]
+
+
+def test_aligning_stage_records_which_classes_took_part(tmp_path, tiny_data):
+    """manifest.json says which thing and stuff classes contributed to Eq. 1 / Eq. 6 (the gate opens
+    at once here: one-sample memories)."""
+    import json
+
+    cfg, _ = tiny_data
+    r = runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(tmp_path / "r"), "--sources", "gta5",
+                            "--preset", "toy", "--iters", "3", "--set", "init_stage=", "--set", "pretrained=none",
+                            "--set", "backbone=resnet18", "--set", "source_size=64x32", "--set", "target_size=64x32",
+                            "--set", "batch_size=2", "--set", "memory_size=1", "--set", "memory_size_object=1",
+                            "--set", "memory_classifier_check=false", "--set", "object_top_k=0"])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "r" / "adapt" / "manifest.json").read_text())
+    part = man["participation"]
+    assert set(part) == {"object", "background"} and part["object"] and part["background"]
+    from pipeline import classes as C
+    assert set(part["object"]) <= {C.CLASS_NAMES[c] for c in C.THING_CLASSES}
+    assert set(part["background"]) <= {C.CLASS_NAMES[c] for c in C.STUFF_CLASSES}
+    assert man["phases_done"][-1]["participation"] == part
+
+
+def test_paper_preset_from_random_init_trains_bn_as_the_references(tmp_path, tiny_data):
+    """--preset paper --pretrained none (bn=reference): no NaN, running statistics move, affine frozen."""
+    cfg, _ = tiny_data
+    args = ["adapt", "--config", str(cfg), "--sources", "gta5", "--preset", "paper", "--pretrained", "none",
+            "--iters", "2", "--no-hierarchy", "--set", "backbone=resnet18", "--set", "source_size=64x32",
+            "--set", "target_size=64x32", "--set", "workers=0"]
+    r = runner.invoke(app, [*args, "--run", str(tmp_path / "ref")])
+    assert r.exit_code == 0, r.output
+    model, ck = load_segmentor(tmp_path / "ref" / "adapt-nohier" / "final.pt")
+    assert ck["arch"]["bn"] == "reference" and ck["config"]["bn"] == "reference"
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.running_mean.abs().max() > 0 for m in bns)                    # from zeros at init
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in bns)
+
+
+def test_nonfinite_advice_names_the_likely_cause():
+    from pipeline.config import preset
+    from pipeline.train import nonfinite_advice
+
+    paper = preset("paper")
+    assert "BatchNorm is frozen" in nonfinite_advice(paper.overrides(["bn=frozen", "pretrained=none"]), 0, {"seg": 1})
+    assert "initial weights" in nonfinite_advice(paper, 0, {"seg": float("nan")})
+    assert "lambda_obj" in nonfinite_advice(paper, 500, {"obj": float("nan")})
+    assert "learning rate (now 0.0001)" in nonfinite_advice(paper, 500, {"seg": float("nan")})

@@ -139,8 +139,11 @@ def test_image_stats_tells_identity_from_a_translation(tmp_path):
                         "--config", str(cfg_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
-    assert float(rows["translate-gta5"].split()[-1]) == 0.0
-    assert float(rows["translate-gta5-fda"].split()[-1]) > 0.2
+    assert float(rows["translate-gta5"].split()[-2]) == 0.0                 # mean |change|
+    assert float(rows["translate-gta5-fda"].split()[-2]) > 0.2
+    w1 = {k: float(v.split()[-1]) for k, v in rows.items()}                 # W1 to the target, grey levels
+    assert w1["cityscapes"] == 0.0 and abs(w1["translate-gta5"] - w1["gta5"]) < 3 < w1["gta5"]
+    assert w1["translate-gta5-fda"] != w1["gta5"]
     mean = lambda ln: [float(x) for x in re.findall(r"\(([0-9., ]+)\)", ln)[0].split(",")]  # noqa: E731
     src, inv = mean(rows["gta5"]), mean(rows["translate-gta5-fda"])
     assert all(abs(a + b - 1) < 0.02 for a, b in zip(src, inv))   # source read at its own size, copies resized

@@ -352,3 +352,30 @@ def test_perceptual_class_count_mismatch():
     x = torch.rand(1, 3, 8, 8) * 2 - 1
     with pytest.raises(PhfaError, match="19"):
         ppl(x, x, x)
+
+
+def test_reference_recipe_init_flip_and_eq7_weights():
+    """Convolutions start from N(0, 0.02) with zero biases (the residual head stays at zero); the
+    crops are flipped left-right per image with probability 1/2; Eq. 7's defaults are BDL's."""
+    from pipeline.models.cyclegan import INIT_STD, PatchDiscriminator, ResnetGenerator
+    from pipeline.stages.translate import _gan_batch
+
+    torch.manual_seed(0)
+    for net in (ResnetGenerator(ngf=32, n_blocks=2), PatchDiscriminator(ndf=32)):
+        convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        w = torch.cat([m.weight.flatten() for m in convs])
+        assert abs(w.std().item() - INIT_STD) < 0.001 and abs(w.mean().item()) < 0.001
+        assert all(m.bias is None or not m.bias.any() for m in convs)
+    res = ResnetGenerator(ngf=8, n_blocks=1, residual=True)
+    assert not res.net[-1].weight.any()                      # still the identity at step 0
+    cfg = TranslateConfig()
+    assert (cfg.lambda_ppl, cfg.lambda_ppl_recon, cfg.hflip) == (0.1, 10.0, True)
+    assert SegPerceptualLoss.__init__.__defaults__[2:4] == (0.1, 10.0)
+    x = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).view(4, 3, 8, 8)
+    torch.manual_seed(3)
+    plain = _gan_batch(x, (8, 8), hflip=False)
+    torch.manual_seed(3)
+    flipped = _gan_batch(x, (8, 8), hflip=True)
+    same = [torch.equal(flipped[i], plain[i]) for i in range(4)]
+    mirrored = [torch.equal(flipped[i], plain[i].flip(-1)) for i in range(4)]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)

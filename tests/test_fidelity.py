@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline import train
+from pipeline.train import hierarchy_memory
 from pipeline.config import TrainConfig, preset
 from pipeline.errors import PhfaError
 from pipeline.losses import alignment as al
@@ -87,10 +88,11 @@ class _Tiny(Dataset):
 
 
 def test_run_builds_one_memory_per_level_and_saves_both(tmp_path):
-    """train.run keeps a thing memory of 10 w (or memory_size_object) and a stuff memory of w;
+    """train.run keeps a thing memory of memory_size_object (0: SIM's 10 w) and a stuff memory of w;
     last.pt holds both under "memory", history records the filled counts per class."""
-    cfg = dataclasses.replace(preset("toy"), iters=2, batch_size=2, memory_size=3, ckpt_every=1000, log_every=1)
-    model = build_deeplab("resnet18", 19, "none", freeze_bn=False)
+    cfg = dataclasses.replace(preset("toy"), iters=2, batch_size=2, memory_size=3, memory_size_object=0,
+                              ckpt_every=1000, log_every=1)
+    model = build_deeplab("resnet18", 19, "none", bn="trainable")
     phases = [train.Phase("p", "s", 2, adversarial=False, align=("object", "background"))]
     data = train.Data(sources={"s": _Tiny()}, target=_Tiny(labels=False))
     state = train.run(cfg, model, phases, data, tmp_path, Silent(), device=torch.device("cpu"))
@@ -103,12 +105,12 @@ def test_run_builds_one_memory_per_level_and_saves_both(tmp_path):
     restored.load_state_dict(mem)  # what a --resume does
     # memory_size_object overrides the 10 w rule; a single level builds only its memory
     cfg2 = dataclasses.replace(cfg, memory_size_object=7)
-    model = build_deeplab("resnet18", 19, "none", freeze_bn=False)
+    model = build_deeplab("resnet18", 19, "none", bn="trainable")
     (tmp_path / "b").mkdir()
     train.run(cfg2, model, [train.Phase("p", "s", 1, adversarial=False, align=("object",))], data, tmp_path / "b",
               Silent(), device=torch.device("cpu"))
     mem2 = torch.load(tmp_path / "b/last.pt", weights_only=True)["memory"]
-    assert set(mem2) == {"objects.bank", "objects.count", "objects.ptr"} and mem2["objects.bank"].shape[1] == 7
+    assert set(mem2) == {"objects.bank", "objects.count", "objects.ptr", "objects.joined"} and mem2["objects.bank"].shape[1] == 7
 
 
 def test_train_step_classifier_check_switch(monkeypatch):
@@ -120,7 +122,7 @@ def test_train_step_classifier_check_switch(monkeypatch):
         seen.append(k.get("classifier"))
         return real(*a, **k)
     monkeypatch.setattr(al, "update_memory_objects", spy)
-    model = build_deeplab("resnet18", 19, "none", freeze_bn=False)
+    model = build_deeplab("resnet18", 19, "none", bn="trainable")
     ph = train.Phase("p", "s", 1, adversarial=False, align=("object",))
     for check in (True, False):
         cfg = dataclasses.replace(preset("toy"), memory_classifier_check=check)
@@ -177,6 +179,9 @@ def test_perceptual_raw_logits_option():
 
 def test_config_documents_and_defaults_sim_options():
     cfg = TrainConfig()
-    assert (cfg.memory_size, cfg.memory_size_object, cfg.object_top_k) == (50, 0, 10)
+    assert (cfg.memory_size, cfg.memory_size_object, cfg.object_top_k) == (50, 50, 10)   # Table I: w = 50
     assert cfg.memory_full_gate and cfg.memory_classifier_check
-    assert al.OBJECT_MEMORY_FACTOR * cfg.memory_size == 500
+    sim = hierarchy_memory(cfg.overrides(["memory_size_object=0"]), ("object", "background"), 8, torch.device("cpu"))
+    assert (sim.objects.size, sim.background.size) == (500, 50)                        # SIM's 10 w, an option
+    ours = hierarchy_memory(cfg, ("object", "background"), 8, torch.device("cpu"))
+    assert (ours.objects.size, ours.background.size) == (50, 50)

@@ -236,7 +236,7 @@ def test_memory_ring_and_state_dict():
     restored.load_state_dict(mem.state_dict())
     for name in ("bank", "count", "ptr"):
         assert torch.equal(getattr(restored, name), getattr(mem, name))
-    assert set(mem.state_dict()) == {"bank", "count", "ptr"}
+    assert set(mem.state_dict()) == {"bank", "count", "ptr", "joined"}
 
 
 def test_memory_stores_detached_copies():
@@ -490,13 +490,31 @@ def test_hierarchy_memory_levels_state_dict_and_counts():
     back.push(ROAD, torch.ones(4, 2))
     counts = mem.counts()
     assert len(counts) == 19 and counts[CAR] == 3 and counts[ROAD] == 2 and sum(counts) == 5
-    keys = {f"{lvl}.{b}" for lvl in ("objects", "background") for b in ("bank", "count", "ptr")}
+    keys = {f"{lvl}.{b}" for lvl in ("objects", "background") for b in ("bank", "count", "ptr", "joined")}
     assert set(mem.state_dict()) == keys
     restored = HierarchyMemory(num_classes=19, dim=2, object_size=5, background_size=2)
     restored.load_state_dict(mem.state_dict())
     assert restored.counts() == counts and torch.equal(restored.objects.bank, obj.bank)
     only_obj = HierarchyMemory(num_classes=19, dim=2, object_size=5, background_size=0)
     assert only_obj.background is None
-    assert set(only_obj.state_dict()) == {"objects.bank", "objects.count", "objects.ptr"}
+    assert set(only_obj.state_dict()) == {"objects.bank", "objects.count", "objects.ptr", "objects.joined"}
     single = FeatureMemory(num_classes=19, size=3, dim=2)
     assert level_memories(single) == (single, single) and level_memories(None) == (None, None)
+
+
+def test_memory_records_which_classes_took_part():
+    """`joined` marks a class once it contributes a term (its ring full under the gate), never before."""
+    from pipeline.classes import CLASS_NAMES
+    from pipeline.losses.alignment import participation
+
+    mem = HierarchyMemory(num_classes=19, dim=2, object_size=2, background_size=2)
+    obj, _ = level_memories(mem)
+    obj.push(CAR, torch.ones(2, 2))            # full
+    obj.push(PERSON, torch.ones(1, 2))         # not full: gated out
+    feats = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    target = torch.full((1, 4, 4), 255, dtype=torch.long)
+    target[0, :2, :2] = CAR
+    target[0, 2:, 2:] = PERSON
+    object_loss(feats, target, obj, require_full=True)
+    assert obj.joined[CAR] and not obj.joined[PERSON]
+    assert participation(mem, CLASS_NAMES) == {"object": ["car"], "background": []}

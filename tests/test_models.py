@@ -67,7 +67,7 @@ def test_aspp_branches_init_and_all_four_summed(r18):
 
 
 def test_freeze_bn_keeps_eval_and_statistics():
-    model = build_deeplab("resnet18", num_classes=5, freeze_bn=True)
+    model = build_deeplab("resnet18", num_classes=5, bn="frozen")
     model.train()
     assert model.training
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -80,7 +80,7 @@ def test_freeze_bn_keeps_eval_and_statistics():
 
 
 def test_trainable_bn_updates_statistics():
-    model = build_deeplab("resnet18", num_classes=5, freeze_bn=False).train()
+    model = build_deeplab("resnet18", num_classes=5, bn="trainable").train()
     bn = model.backbone.bn1
     assert bn.training and bn.weight.requires_grad
     mean = bn.running_mean.clone()
@@ -88,8 +88,31 @@ def test_trainable_bn_updates_statistics():
     assert not torch.equal(mean, bn.running_mean)
 
 
+def test_reference_bn_trains_on_batch_statistics_with_frozen_affine():
+    """bn="reference" (paper preset), as AdaptSegNet/ADVENT/BDL/SIM: model.train() leaves BN in train
+    mode, so it normalises with the batch and moves its running statistics; the affine parameters
+    get no gradient; eval() uses the running statistics."""
+    model = build_deeplab("resnet18", num_classes=5, bn="reference").train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.training for m in bns)
+    assert all(not p.requires_grad for m in bns for p in m.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    model(torch.randn(1, 3, 32, 32))                     # batch 1, as the paper trains
+    moved = [k for k, v in model.state_dict().items() if "running_mean" in k and not torch.equal(before[k], v)]
+    assert len(moved) == len(before)
+    model.eval()
+    assert all(not m.training for m in bns)
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(model(x)[1], model(x)[1])          # eval: running statistics, deterministic
+
+
+def test_unknown_bn_mode_is_a_sentence():
+    with pytest.raises(PhfaError, match="BatchNorm mode 'batch'"):
+        build_deeplab("resnet18", num_classes=5, bn="batch")
+
+
 def test_param_groups_classifier_lr_x10():
-    model = build_deeplab("resnet18", num_classes=5, freeze_bn=True)
+    model = build_deeplab("resnet18", num_classes=5, bn="frozen")
     groups = model.param_groups(2.5e-4)
     assert groups[0]["lr"] == pytest.approx(2.5e-4) and groups[1]["lr"] == pytest.approx(2.5e-3)
     assert [g["lr_mult"] for g in groups] == [1.0, 10.0]
@@ -313,7 +336,7 @@ def caffe_r50(tmp_path_factory):
 
 def test_caffe_init_is_recognised_and_reported(caffe_r50):
     path, state = caffe_r50
-    model = build_deeplab("resnet50", num_classes=19, pretrained=str(path), freeze_bn=True)
+    model = build_deeplab("resnet50", num_classes=19, pretrained=str(path), bn="frozen")
     assert model.variant == "caffe"
     r = model.load_report
     assert r["layout"] == "caffe" and r["variant"] == "caffe"
@@ -349,7 +372,7 @@ def test_caffe_variant_logits_equal_reference_forward(caffe_r50):
     import numpy as np
     from pipeline.data.transforms import to_tensor
     path, state = caffe_r50
-    model = build_deeplab("resnet50", num_classes=19, pretrained=str(path), freeze_bn=True).eval()
+    model = build_deeplab("resnet50", num_classes=19, pretrained=str(path), bn="frozen").eval()
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)  # even conv1 output: ceil_mode adds a row
     x = to_tensor(img)[None]
@@ -362,7 +385,7 @@ def test_caffe_variant_logits_equal_reference_forward(caffe_r50):
     assert logits.shape == ref.shape == (1, 19, 6, 7)  # torchvision rounding would give 5 x 6
     assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-3 * ref.abs().max().item())
     # the torchvision variant with the same weights sees another input and strides
-    tv = build_deeplab("resnet50", num_classes=19, freeze_bn=True).eval()
+    tv = build_deeplab("resnet50", num_classes=19, bn="frozen").eval()
     tv.load_state_dict({k: v for k, v in model.state_dict().items() if k != "variant_id"})
     assert tv.variant == "torchvision"
     with torch.no_grad():

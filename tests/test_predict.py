@@ -30,7 +30,7 @@ SIZE = (64, 32)  # (W, H) the checkpoint's target_size
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     cfg = dataclasses.replace(preset("toy"), backbone="resnet18", target_size=SIZE, precision="fp32")
-    model = build_deeplab("resnet18", C.NUM_CLASSES, pretrained="none", freeze_bn=False)
+    model = build_deeplab("resnet18", C.NUM_CLASSES, pretrained="none", bn="trainable")
     model.eval()
     path = tmp_path_factory.mktemp("ck") / "final.pt"
     checkpoint.save(path, payload(model, cfg, {}))

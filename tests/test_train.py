@@ -148,7 +148,7 @@ class _Stream:
 
 def _one_step(ph, cfg, seed=0):
     torch.manual_seed(seed)
-    model = build_deeplab("resnet18", 19, "none", freeze_bn=False)
+    model = build_deeplab("resnet18", 19, "none", bn="trainable")
     torch.manual_seed(1)
     xs, ys = torch.randn(2, 3, 32, 64), torch.randint(0, 19, (2, 32, 64))
     xt = torch.randn(2, 3, 32, 64)
@@ -192,7 +192,7 @@ def test_channels_last_on_cpu_is_the_same_step_in_another_layout():
     for prec in ("auto", "fp32"):
         cfg = dataclasses.replace(preset("toy"), lr=0.01, precision=prec)
         torch.manual_seed(0)
-        model = build_deeplab("resnet18", 19, "none", freeze_bn=False)
+        model = build_deeplab("resnet18", 19, "none", bn="trainable")
         if use_channels_last(prec, cpu):
             model.to(memory_format=torch.channels_last)
         torch.manual_seed(1)

@@ -105,7 +105,8 @@ class FeatureMemory(nn.Module):
     """Per-class ring memory of source feature samples (x^s_{j,k} of Eq. 1, x^s_{j,b} of Eq. 5).
 
     Buffers (saved in ``state_dict`` so a resumed run restores the memory exactly):
-    ``bank`` [K, w, D] float32, ``count`` [K] filled entries (<= w), ``ptr`` [K] next slot.
+    ``bank`` [K, w, D] float32, ``count`` [K] filled entries (<= w), ``ptr`` [K] next slot,
+    ``joined`` [K] whether the class has taken part in its loss yet.
     Entries are detached copies: gradients never reach the memory.
     """
 
@@ -119,6 +120,8 @@ class FeatureMemory(nn.Module):
         self.register_buffer("bank", torch.zeros(num_classes, size, dim))
         self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
+        # classes that have contributed a term to Eq. 1 / Eq. 6 (the participation record)
+        self.register_buffer("joined", torch.zeros(num_classes, dtype=torch.bool))
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, size={self.size}, dim={self.dim}"
@@ -187,6 +190,19 @@ class HierarchyMemory(nn.Module):
         if not mems:
             return []
         return [int(c) for c in sum(m.count for m in mems).tolist()]
+
+
+def participation(memory: nn.Module | None, names: Sequence[str]) -> dict | None:
+    """Which classes took part in Eq. 1 (things) and Eq. 6 (stuff) so far, by name (one transfer)."""
+    things, stuff = level_memories(memory)
+    if things is None and stuff is None:
+        return None
+    out = {}
+    for level, mem, classes in (("object", things, THING_CLASSES), ("background", stuff, STUFF_CLASSES)):
+        if mem is not None:
+            joined = mem.joined.tolist()
+            out[level] = [names[c] for c in classes if joined[c]]
+    return out
 
 
 def level_memories(memory: nn.Module | None) -> tuple[FeatureMemory | None, FeatureMemory | None]:
@@ -383,6 +399,7 @@ def _nearest_loss(cls: np.ndarray, image: np.ndarray, feats: torch.Tensor, memor
     if not use.any():
         return _graph_zero(features)
     cls, image = cls[use], image[use]
+    memory.joined[torch.from_numpy(np.unique(cls)).to(memory.joined.device)] = True
     feats = feats[torch.from_numpy(np.flatnonzero(use)).to(feats.device)]
     dist = feats.new_zeros(len(cls))
     for c in np.unique(cls):

@@ -1,8 +1,9 @@
 """Category-level alignment and balancing: image-wise class-balanced max-squares, Eq. (2)-(3).
 
 Eq. (2): per target image, each pixel's class is its argmax; N_c counts the pixels of class c.
-Eq. (3): L_class(x_t) = - sum_{h,w} sum_c p_c^2 / (2 N_c^alpha (W H)^(1-alpha)), where the
-denominator uses the count of the pixel's argmax class.
+Eq. (3): L_class(x_t) = - sum_{h,w} sum_c p_c^2 / (2 N_c^alpha (W H)^(1-alpha)). As printed, the
+denominator's N^c is indexed by the channel c of the sum; this code (as the reference IW-MaxSquare)
+uses the count of the pixel's *argmax* class for every channel of that pixel: one weight per pixel.
 
 Implementation choices (docs/method.md, "Eq. 2-3"):
 - p is the softmax probability (max-squares), the weight of a pixel is that of its argmax class,

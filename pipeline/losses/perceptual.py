@@ -3,7 +3,9 @@
     L_ppl = lambda_ppl       * E ||I(x) - I(G(x))||_1
           + lambda_ppl,recon * E ||I(F(G(x))) - I(x)||_1
 
-and, "due to the symmetry", the same for target images y with F(y) and G(F(y)).
+and, "due to the symmetry", the same for target images y with F(y) and G(F(y)). The paper gives
+no weights; the defaults are BDL's: 0.1 on the translation and lambda_A * lambda_semantic = 10 on
+the reconstruction.
 I is a frozen segmentation network. Gradients flow *through* it into the translated images,
 so the generators learn to keep what the segmentor sees, while the segmentor itself is never
 updated (eval mode, no parameter gradients).
@@ -47,7 +49,7 @@ class SegPerceptualLoss(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         lambda_ppl: float = 0.1,
-        lambda_recon: float = 0.1,
+        lambda_recon: float = 10.0,
         num_classes: int | None = None,
         normalize: str = "instance",
     ):

@@ -1,8 +1,9 @@
 """Image-level alignment of the hierarchy (paper III-C-3): CycleGAN style translation.
 
 Implements the translation networks G (source -> target, ``G_AB``) and F (target ->
-source, ``G_BA``) of Eq. (7) with the usual CycleGAN recipe: ResNet generators,
-70x70 PatchGAN discriminators, least-squares GAN loss, cycle loss (lambda 10),
+source, ``G_BA``) of Eq. (7) with the CycleGAN reference recipe: ResNet generators,
+70x70 PatchGAN discriminators, weights drawn from N(0, 0.02), least-squares GAN loss,
+random horizontal flips of the crops (in the translate stage), cycle loss (lambda 10),
 identity loss (lambda_idt 0.5, applied as lambda_idt * lambda_cycle), a history pool of
 50 generated images for the discriminators, Adam(2e-4, betas 0.5/0.999) and a
 learning rate constant for the first half of training and linearly decayed to zero over
@@ -61,12 +62,25 @@ def from_gan_range(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- networks
 
 
+INIT_STD = 0.02   # the CycleGAN reference's init_weights('normal', 0.02)
+
+
+def init_normal(module: nn.Module, std: float = INIT_STD) -> None:
+    """Convolution weights ~ N(0, std), biases 0, as the CycleGAN reference initialises its networks
+    (their InstanceNorm layers have no affine part, so nothing else is initialised)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class _ResidualBlock(nn.Module):
     """(reflection pad, 3x3 conv, InstanceNorm, ReLU) x 2 without the last ReLU, plus skip."""
 
     def __init__(self, ch: int):
         super().__init__()
-        # Bias is kept: InstanceNorm here has no affine part, as in the usual recipe.
+        # Bias is kept: InstanceNorm here has no affine part, as in the reference recipe.
         self.body = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(ch, ch, 3),
@@ -118,13 +132,14 @@ class ResnetGenerator(nn.Module):
             ]
             ch //= 2
         head = nn.Conv2d(ch, out_ch, 7)
+        layers += [nn.ReflectionPad2d(3), head] + ([] if residual else [nn.Tanh()])
+        self.net = nn.Sequential(*layers)
+        init_normal(self)
         if residual:
             # The change to the input starts at zero: the first translation is the image itself, so
             # layout and edges are there from step 0 and training learns the appearance shift.
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        layers += [nn.ReflectionPad2d(3), head] + ([] if residual else [nn.Tanh()])
-        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -144,7 +159,7 @@ class PatchDiscriminator(nn.Module):
     """PatchGAN: 4x4 convs, stride 2 for the first ``n_layers`` then stride 1, 1-channel map.
 
     With ``n_layers=3`` each output value sees a 70x70 input patch; a 70x70 input gives a
-    6x6 map (70 -> 35 -> 17 -> 8 -> 7 -> 6). No norm on the first layer (the usual recipe).
+    6x6 map (70 -> 35 -> 17 -> 8 -> 7 -> 6). No norm on the first layer (the reference recipe).
     """
 
     def __init__(self, in_ch: int = 3, ndf: int = 64, n_layers: int = 3):
@@ -168,6 +183,7 @@ class PatchDiscriminator(nn.Module):
             nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1),
         ]
         self.net = nn.Sequential(*layers)
+        init_normal(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -177,7 +193,7 @@ class PatchDiscriminator(nn.Module):
 
 
 class ImagePool:
-    """History of generated images shown to the discriminators (size 50 in the usual recipe).
+    """History of generated images shown to the discriminators (size 50 in the reference recipe).
 
     Until the pool is full every queried image is stored and returned as is. Afterwards each
     image is, with probability 1/2, swapped with a uniformly chosen stored image (the stored

@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from pipeline.config import BN_MODES
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PhfaError
 from pipeline.models import effnet
@@ -162,9 +163,16 @@ class DeepLabV2(nn.Module):
     resnet18, 2048 for resnet50/101; layer3's 256 for the short trunk resnet18-l3);
     logits: [B, num_classes, ceil(H/8), ceil(W/8)].
 
-    ``freeze_bn=True`` (paper preset, batch 1): BatchNorm layers always run in eval mode with
-    their running statistics, and their affine parameters are not trained. ``False`` (toy
-    preset, trained from scratch with batch >= 4): ordinary trainable BatchNorm.
+    ``bn`` (config.BN_MODES) says how BatchNorm trains:
+
+    - ``"reference"`` (paper preset): as AdaptSegNet, ADVENT, BDL and SIM run it: the affine
+      parameters are frozen, but in training the layers normalise with the batch's statistics
+      and update their running statistics (momentum 0.1), on source and target batches alike;
+      inference uses the running statistics.
+    - ``"frozen"``: always eval mode, the loaded running statistics and affine parameters fixed
+      (a pretrained model's statistics kept as they are; with random init there is then no
+      normalisation at all).
+    - ``"trainable"`` (toy preset, batch >= 4): ordinary trainable BatchNorm.
 
     ``variant``: "torchvision" or "caffe" (module docstring). Both take the ImageNet-normalised
     RGB tensor; "caffe" converts it to mean-subtracted 0-255 BGR inside ``forward``. The
@@ -172,7 +180,7 @@ class DeepLabV2(nn.Module):
     loading a state dict that has it switches the model to that variant.
     """
 
-    def __init__(self, backbone: str = "resnet101", num_classes: int = 19, freeze_bn: bool = False,
+    def __init__(self, backbone: str = "resnet101", num_classes: int = 19, bn: str = "trainable",
                  variant: str = "torchvision"):
         super().__init__()
         if backbone not in BACKBONES:
@@ -181,6 +189,8 @@ class DeepLabV2(nn.Module):
             raise PhfaError(f"the number of classes must be at least 1, got {num_classes}")
         if variant not in VARIANTS:
             raise PhfaError(f"unknown DeepLab-v2 variant '{variant}': choose one of {', '.join(VARIANTS)}")
+        if bn not in BN_MODES:
+            raise PhfaError(f"unknown BatchNorm mode '{bn}': choose one of {', '.join(BN_MODES)}")
         self.backbone_name = backbone
         self.num_classes = num_classes
         self.feature_dim = FEATURE_DIM.get(backbone, 2048)
@@ -195,7 +205,7 @@ class DeepLabV2(nn.Module):
                 resnet.layer4 = nn.Identity()   # features come from layer3 (still output stride 8)
             self.backbone = ResNetTrunk(resnet)
         self.classifier = ASPPClassifier(self.feature_dim, num_classes)
-        self.freeze_bn = freeze_bn
+        self.bn = bn
         self.load_report: dict | None = None
         # Input conversion of the caffe variant: x_caffe = x[:, perm] * scale + shift, i.e. undo the
         # ImageNet normalisation (x * std + mean), to 0-255, RGB -> BGR, minus the Caffe mean.
@@ -208,7 +218,7 @@ class DeepLabV2(nn.Module):
         self.register_buffer("variant_id", torch.tensor(0, dtype=torch.long))
         self.variant = "torchvision"
         self.set_variant(variant)
-        if freeze_bn:
+        if bn != "trainable":
             for m in self.modules():
                 if _is_bn(m):
                     for p in m.parameters():
@@ -217,8 +227,7 @@ class DeepLabV2(nn.Module):
 
     def train(self, mode: bool = True) -> "DeepLabV2":
         super().train(mode)
-        if self.freeze_bn:
-            # With batch 1 the batch statistics are meaningless; keep the pretrained ones.
+        if self.bn == "frozen":
             for m in self.modules():
                 if _is_bn(m):
                     m.eval()
@@ -454,7 +463,7 @@ def build_deeplab(
     backbone: str = "resnet101",
     num_classes: int = 19,
     pretrained: str = "none",
-    freeze_bn: bool = False,
+    bn: str = "trainable",
     variant: str = "torchvision",
 ) -> DeepLabV2:
     """Build DeepLab-v2 and optionally load weights.
@@ -466,7 +475,7 @@ def build_deeplab(
     After loading, ``model.load_report`` holds ``{"matched", "missing", "unexpected", ...,
     "layout", "variant"}``; it is None for ``"none"``.
     """
-    model = DeepLabV2(backbone, num_classes, freeze_bn=freeze_bn, variant=variant)
+    model = DeepLabV2(backbone, num_classes, bn=bn, variant=variant)
     if pretrained == "none":
         return model
     if pretrained == "imagenet" and backbone in effnet.TRUNKS:

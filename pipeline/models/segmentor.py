@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pipeline import classes as C
-from pipeline.config import TrainConfig
+from pipeline.config import TrainConfig, bn_mode
 from pipeline.errors import PhfaError
 from pipeline.models.deeplab import DeepLabV2, build_deeplab
 from pipeline.runtime import checkpoint
@@ -22,7 +22,7 @@ def arch_of(cfg: TrainConfig, model: torch.nn.Module | None = None) -> dict:
     """The architecture a checkpoint records. The variant is the model's (the init file decides
     it, not the config), so it is recorded only when the model is given; the model's state dict
     carries it as well (`variant_id`), so a checkpoint without it still loads as what it is."""
-    arch = {"backbone": cfg.backbone, "num_classes": C.NUM_CLASSES, "freeze_bn": cfg.freeze_bn}
+    arch = {"backbone": cfg.backbone, "num_classes": C.NUM_CLASSES, "bn": cfg.bn}
     if model is not None:
         arch["variant"] = getattr(model, "variant", "torchvision")
     return arch
@@ -46,7 +46,7 @@ def load_segmentor(path: Path | str, option: str = "--checkpoint", expect_classe
     if expect_backbone is not None and arch["backbone"] != expect_backbone:
         raise PhfaError(f"{option}: {path} is a {arch['backbone']} model, this run uses {expect_backbone}")
     model = build_deeplab(arch["backbone"], arch.get("num_classes", 19), pretrained="none",
-                          freeze_bn=arch.get("freeze_bn", False), variant=arch.get("variant", "torchvision"))
+                          bn=bn_mode(arch), variant=arch.get("variant", "torchvision"))
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as e:

@@ -131,7 +131,7 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
     # --- 2. the model: initial weights, or the interrupted state (never fetch weights again)
     torch.manual_seed(cfg.seed)
     start = None if ck is not None else initial_weights(run, cfg)
-    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, start or "none", cfg.freeze_bn)
+    model = build_deeplab(cfg.backbone, C.NUM_CLASSES, start or "none", cfg.bn)
     load_report = model.load_report
     init_digest = state_digest(model) if ck is None else None
     if ck is not None:
@@ -174,6 +174,9 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
         checkpoint.save(final, segmentor.payload(model, cfg, {"phases": state.history, "target": plan.target,
                                                              **plan.final_extra}))
         sd.write(status="trained", phases_done=state.history,
+                 # the classes that took part in Eq. 1 / Eq. 6 by the last iteration (its last aligning phase)
+                 participation=next((p["participation"] for p in reversed(state.history) if p.get("participation")),
+                                    None),
                  timings={"train_seconds": round(time.time() - t0, 1)})  # this attempt's
         try:
             m = evaluate_target(model, data, plan.target, cfg, device, reporter=reporter)

@@ -102,15 +102,20 @@ def write_domain(spec: DomainSpec, out_root: Path, size: tuple[int, int], transl
 # ----------------------------------------------------------------------------- CycleGAN
 
 
-def _gan_batch(x: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
-    """ImageNet-normalised batch -> random crop (global torch RNG) in [-1, 1]."""
+def _gan_batch(x: torch.Tensor, crop: tuple[int, int], hflip: bool = False) -> torch.Tensor:
+    """ImageNet-normalised batch -> random crop, each image flipped left-right with probability 1/2
+    when `hflip` (global torch RNG, so a resumed run draws the same), in [-1, 1]."""
     w, h = crop
     H, W = x.shape[-2:]
     if H < h or W < w:
         raise PhfaError(f"crop {w}x{h} is larger than the images ({W}x{H}); lower --set crop=WxH")
     top = int(torch.randint(0, H - h + 1, ()))
     left = int(torch.randint(0, W - w + 1, ()))
-    return to_gan_range(denormalize(x[..., top:top + h, left:left + w]))
+    x = x[..., top:top + h, left:left + w]
+    if hflip:
+        flip = (torch.rand(x.shape[0]) < 0.5).to(x.device).view(-1, 1, 1, 1)
+        x = torch.where(flip, x.flip(-1), x)
+    return to_gan_range(denormalize(x))
 
 
 def _preview(path: Path, src: torch.Tensor, fake: torch.Tensor, tgt: torch.Tensor) -> None:
@@ -259,8 +264,8 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
     def step(it):
         xa, _, _ = next(src_it)
         xb, _, _ = next(tgt_it)
-        a = _gan_batch(xa.to(device), cfg.crop)
-        b = _gan_batch(xb.to(device), cfg.crop)
+        a = _gan_batch(xa.to(device), cfg.crop, cfg.hflip)
+        b = _gan_batch(xb.to(device), cfg.crop, cfg.hflip)
         losses = gan.train_step(a, b, opt_g, opt_d, perceptual=perceptual,
                                 autocast_dtype=torch.bfloat16 if bf16 else None)
         if (it + 1) % cfg.preview_every == 0 or it + 1 == cfg.iters:
