@@ -84,7 +84,7 @@ def main():
         torch.manual_seed(0)
         cfg = preset("toy")
         cfg.backbone, cfg.target_size, cfg.precision = "resnet18", (256, 128), "fp32"
-        checkpoint.save(tmp / "final.pt", payload(build_deeplab("resnet18", C.NUM_CLASSES, "none", False), cfg, {}))
+        checkpoint.save(tmp / "final.pt", payload(build_deeplab("resnet18", C.NUM_CLASSES, "none", cfg.bn), cfg, {}))
         x = np.linspace(0, 255, W, dtype=np.float32)[None, :, None]
         y = np.linspace(0, 255, H, dtype=np.float32)[:, None, None]
         img = np.concatenate([np.broadcast_to(x, (H, W, 1)), np.broadcast_to(y, (H, W, 1)),
