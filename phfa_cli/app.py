@@ -189,8 +189,8 @@ def _run_training(fn):
     except Interrupted as e:
         rep.close()
         if e.restored:
-            err.print(f"[yellow]interrupted: the new attempt is dropped and the stage it was to replace is back "
-                      f"as it was; run the command again to replace it[/]")
+            err.print("[yellow]interrupted: the new attempt is dropped and the stage it was to replace is back "
+                      "as it was; run the command again to replace it[/]")
         else:
             err.print(f"[yellow]{escape(str(e))}[/]")
             err.print(f"resume with: {escape(str(_command_line()))} --resume")

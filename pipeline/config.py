@@ -256,8 +256,6 @@ def validate(cfg) -> None:
     if cfg.adversarial and min(*cfg.source_size, *cfg.target_size) < 32:
         raise PhfaError(f"image sizes {cfg.source_size} / {cfg.target_size} are too small for the output-space "
                         "discriminator (at least 32 pixels a side); raise source_size/target_size")
-    if cfg.iters < 1 or cfg.batch_size < 1:
-        raise PhfaError("iters and batch_size must be at least 1")
     if not 0 <= cfg.weight_average < 1:
         raise PhfaError(f"--set weight_average={cfg.weight_average}: the share of a phase's last iterations "
                         "averaged lies in [0, 1) (0 = off)")
@@ -273,9 +271,6 @@ def validate(cfg) -> None:
                         f"reach 0 before the end; set poly_iters=0 (decay over iters) or at least {longest}")
     if cfg.init_stage and any(c in cfg.init_stage for c in "/\\") or cfg.init_stage in (".", ".."):
         raise PhfaError(f"--set init_stage={cfg.init_stage}: name a stage folder of the run, e.g. adapt-noadv-nohier")
-    if cfg.memory_size < 1 or cfg.memory_size_object < 0 or cfg.object_top_k < 0:
-        raise PhfaError("memory_size must be at least 1, memory_size_object and object_top_k at least 0 "
-                        "(0 = the default rule)")
 
 
 def bn_mode(d: dict) -> str:

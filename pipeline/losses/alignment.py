@@ -161,9 +161,6 @@ class FeatureMemory(nn.Module):
     def has(self, cls: int) -> bool:
         return int(self.count[self._check(cls)]) > 0
 
-    def full(self, cls: int) -> bool:
-        return int(self.count[self._check(cls)]) >= self.size
-
     def counts(self) -> list[int]:
         """Filled entries per class (one host transfer)."""
         return [int(c) for c in self.count.tolist()]

@@ -274,14 +274,14 @@ class DeepLabV2(nn.Module):
     def param_groups(self, lr: float) -> list[dict]:
         """Optimiser groups: backbone at ``lr``, classifier at 10x ``lr`` (Table I, DeepLab-v2).
 
-        Each group carries ``lr_mult`` so a poly schedule can set ``lr = base * poly * lr_mult``.
+        A LambdaLR poly schedule scales each group's own starting lr, so the ratio holds throughout.
         Parameters that do not require grad (frozen BN) are left out.
         """
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         classifier = [p for p in self.classifier.parameters() if p.requires_grad]
         return [
-            {"params": backbone, "lr": lr, "lr_mult": 1.0},
-            {"params": classifier, "lr": 10.0 * lr, "lr_mult": 10.0},
+            {"params": backbone, "lr": lr},
+            {"params": classifier, "lr": 10.0 * lr},
         ]
 
 

@@ -17,7 +17,6 @@ import datetime as _dt
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import subprocess

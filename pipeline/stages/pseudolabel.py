@@ -18,7 +18,6 @@ Outputs in RUN/pseudolabel[-<from>]/:
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -32,7 +31,7 @@ from pipeline import classes as C
 from pipeline import inference
 from pipeline import pseudolabel as rule
 from pipeline.config import check_range, from_dict
-from pipeline.data import datasets, formats, pngio
+from pipeline.data import datasets, pngio
 from pipeline.data.dataconfig import DataConfig, DomainSpec
 from pipeline.data.transforms import to_tensor
 from pipeline.errors import PhfaError
@@ -248,10 +247,6 @@ def _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, 
                      timings={"seconds": round(time.time() - t0, 1)})
 
 
-def load_thresholds(stage_dir: Path) -> dict:
-    return json.loads((Path(stage_dir) / "thresholds.json").read_text())
-
-
 def pseudo_domain(stage_dir: Path, target: str) -> DomainSpec:
     """The pseudo-labelled target written by a pseudolabel stage, as an ordinary `folder` domain."""
     root = layout.domain_root(stage_dir)
@@ -259,6 +254,3 @@ def pseudo_domain(stage_dir: Path, target: str) -> DomainSpec:
         raise PhfaError(f"{stage_dir} holds no pseudo-labels (no {root / 'labels'})")
     return DomainSpec(name=f"{target}-pseudo", format="folder", root=root)
 
-
-def read_pseudo_label(path: Path) -> np.ndarray:
-    return formats.decode_label("folder", path).train_ids

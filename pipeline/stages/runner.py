@@ -119,7 +119,6 @@ def run_stage(data: DataConfig, run: Path, stage: str, cfg: TrainConfig,
 
 
 def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, device):
-    stage = sd.name
     # --- 1. inputs, before anything is written
     ck = resume_state(sd, resume)
     kept: list[str] = []

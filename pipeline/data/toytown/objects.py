@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .ids import BIKE, BUS, CAR, LIGHT, MOTO, PERSON, POLE, RIDER, SIGN, STATIC, TRAIN, TRUCK, VEG
 from .precision import F
+from .street import Scene
 from .styles import draw
 from .textures import grey, hsv
-
-if TYPE_CHECKING:
-    from .scene import Scene
 
 # primitive flags: how the renderer shades a polygon's pixels (see styles.ObjectShading)
 FLAT, SPECULAR, GLASS, GRAIN = 0, 1, 2, 3

@@ -9,7 +9,7 @@ from .ids import EGO, GROUND, THINGS
 from .objects import GLASS, GRAIN, SPECULAR, Obj
 from .precision import F, to_uint8
 from .raycast import Frame, cast_row, end_plane, ground, sky
-from .scene import Scene
+from .street import Scene
 from .styles import draw
 from .textures import tex
 
@@ -144,7 +144,6 @@ def post_process(fr: Frame, sc: Scene, rng: np.random.Generator) -> np.ndarray:
     ps = sc.style.post
     sensor = ps.sensor
     z = np.minimum(fr.z, 1e4)[..., None]
-    u = rng.uniform
     a = 1 - np.exp(-z / ps.haze_distance.draw(rng))
     img = img * (1 - a) + sc.pal["haze"] * a
     if sensor is not None:  # the city's colour cast, jittered, and exposure

@@ -6,7 +6,7 @@ import numpy as np
 from .ids import (BUILDING, FENCE, LANE, PARKING, RAIL, ROAD, SIDEWALK, SKY, TERRAIN, UNLABELED, VEG,
                   WALL)
 from .precision import F
-from .scene import Row, Scene
+from .street import Row, Scene
 from .styles import FACADE_BRICK, FACADE_CONCRETE, FACADE_GLASS, FENCE_CHAIN_LINK, WALL_BLOCKS
 from .textures import grain, grey, hash01, tex
 
