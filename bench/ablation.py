@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.runtime import layout
+
 # name: (stage folder, phfa arguments, depends on). Every aligning row depends on `so`: the toy
 # preset starts it from the source-only model (its init_stage).
 VARIANTS = {
@@ -92,7 +94,7 @@ NO_PRESET = {"pseudolabel"}  # stages that take no --preset/--seed (they inherit
 
 
 def finished(run: Path, stage: str) -> bool:
-    m = run / stage / "manifest.json"
+    m = run / stage / layout.MANIFEST
     return m.is_file() and json.loads(m.read_text()).get("status") == "finished"
 
 
@@ -187,7 +189,7 @@ def needed(rows: list[str]) -> list[str]:
 def metrics(out: Path, seeds: list[int], v: str) -> list[dict]:
     """metrics.json of variant `v` for each seed that finished it, in seed order."""
     return [json.loads(p.read_text()) for s in seeds
-            if (p := out / f"s{s}" / VARIANTS[v][0] / "metrics.json").is_file()]
+            if (p := out / f"s{s}" / VARIANTS[v][0] / layout.METRICS).is_file()]
 
 
 def table(out: Path, seeds: list[int], rows: list[str]) -> None:

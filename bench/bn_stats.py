@@ -66,7 +66,7 @@ def main():
     extra = f" {a.source + ' BN':>9s}" if a.source else ""
     print(f"{'stage':28s} {'stored BN':>9s} {'target BN':>9s}{extra}   (target-val mIoU, 19 classes)")
     for st in a.stages:
-        model, ck = load_segmentor(run / st / "final.pt")
+        model, ck = load_segmentor(run / st / layout.FINAL)
         # evaluate at the size the stage trained the target at; re-estimate with its batch size
         size, batch = tuple(ck["config"]["target_size"]), ck["config"]["batch_size"]
         ds = datasets.SegDataset(spec, "train", names=names, size=size)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from ablation import VARIANTS, finished, run_variants
 
+from pipeline.runtime import layout
+
 TARGETS = {"oracle": 40.0, "so_source": 40.0, "ratio": (0.4, 0.7), "std": 1.0}
 
 
@@ -53,7 +55,7 @@ def heldout_source(phfa: str, data: Path, out: Path, seed: int, count: int) -> P
 
 def source_miou(run: Path, held_cfg: Path) -> dict:
     """Source-only evaluated on the held-out source set, inputs at the stage's source size."""
-    out = run / "adapt-noadv-nohier" / "eval-heldout-gta5" / "metrics.json"
+    out = run / "adapt-noadv-nohier" / "eval-heldout-gta5" / layout.METRICS
     if out.is_file():
         return json.loads(out.read_text())
     import torch
@@ -64,7 +66,7 @@ def source_miou(run: Path, held_cfg: Path) -> dict:
     from pipeline.models.segmentor import load_segmentor
     from pipeline.runtime.atomic import write_json
 
-    model, ck = load_segmentor(run / "adapt-noadv-nohier" / "final.pt", "--stage")
+    model, ck = load_segmentor(run / "adapt-noadv-nohier" / layout.FINAL, "--stage")
     tcfg = from_dict(ck.get("config", {}))
     spec = load_data_config(held_cfg).domain("gta5")
     conf = inference.evaluate(model, spec, "all", tcfg.source_size, torch.device("cpu"), False)
@@ -108,10 +110,10 @@ def main():
         run = out / f"s{s}"
         if not (finished(run, VARIANTS["so"][0]) and finished(run, VARIANTS["oracle"][0])):
             sys.exit(f"seed {s}: a stage did not finish (see {run}/*.log)")
-        orc = json.loads((run / VARIANTS["oracle"][0] / "metrics.json").read_text())
+        orc = json.loads((run / VARIANTS["oracle"][0] / layout.METRICS).read_text())
         rows["oracle"].append(orc["miou"])
         per_class.append(orc["iou"])
-        rows["so_target"].append(json.loads((run / VARIANTS["so"][0] / "metrics.json").read_text())["miou"])
+        rows["so_target"].append(json.loads((run / VARIANTS["so"][0] / layout.METRICS).read_text())["miou"])
         rows["so_source"].append(source_miou(run, held)["miou"])
 
     om, osd = stats(rows["oracle"])

@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.runtime import layout  # noqa: E402
+
 
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -84,7 +86,7 @@ def main():
         torch.manual_seed(0)
         cfg = preset("toy")
         cfg.backbone, cfg.target_size, cfg.precision = "resnet18", (256, 128), "fp32"
-        checkpoint.save(tmp / "final.pt", payload(build_deeplab("resnet18", C.NUM_CLASSES, "none", cfg.bn), cfg, {}))
+        checkpoint.save(tmp / layout.FINAL, payload(build_deeplab("resnet18", C.NUM_CLASSES, "none", cfg.bn), cfg, {}))
         x = np.linspace(0, 255, W, dtype=np.float32)[None, :, None]
         y = np.linspace(0, 255, H, dtype=np.float32)[:, None, None]
         img = np.concatenate([np.broadcast_to(x, (H, W, 1)), np.broadcast_to(y, (H, W, 1)),
@@ -93,7 +95,7 @@ def main():
         del img
         rows = []
         for mode in ("banded", "full"):
-            cmd = [sys.executable, __file__, "--child", mode, str(tmp / "photo.png"), str(tmp / "final.pt"),
+            cmd = [sys.executable, __file__, "--child", mode, str(tmp / "photo.png"), str(tmp / layout.FINAL),
                    str(tmp / f"out-{mode}")] + (["--overlay"] if a.overlay else [])
             r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
             if r.returncode != 0:

@@ -11,7 +11,8 @@ ITERS=${PHFA_ITERS:+--iters $PHFA_ITERS}   # optional: fewer iterations (a smoke
 CFG="$DATA/phfa-data.toml"
 T0=$(date +%s)
 step() { printf '\n\033[1m== [%4ss] %s\033[0m\n' "$(( $(date +%s) - T0 ))" "$*"; }
-done_() { [ -f "$RUN/$1/manifest.json" ] && grep -q '"status": "finished"' "$RUN/$1/manifest.json"; }
+# a stage that already finished, as the run index reads it
+done_() { [ -d "$RUN" ] && python -m pipeline.runtime.runindex "$RUN" --finished "$1"; }
 
 if [ ! -f "$CFG" ]; then
   step "phfa data synth --out $DATA --seed 0"

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from pipeline import classes as C
+from pipeline.runtime import layout
 
 
 def by_phase(lines: list[dict]) -> dict[str, list[dict]]:
@@ -32,7 +33,7 @@ def by_phase(lines: list[dict]) -> dict[str, list[dict]]:
 
 
 def stage_row(stage: Path) -> dict | None:
-    man, log = stage / "manifest.json", stage / "metrics.jsonl"
+    man, log = stage / layout.MANIFEST, stage / layout.METRIC_ROWS
     if not man.is_file() or not log.is_file():
         return None
     m = json.loads(man.read_text())

@@ -1,4 +1,4 @@
-"""Print the target-val mIoU of every finished stage of a run (an ablation table).
+"""Print the target-val per-class IoU of every finished stage of a run, with its role (an ablation table).
 
     .venv/bin/python bench/summary.py runs/toy
 """
@@ -12,25 +12,26 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import classes as C
+from pipeline.runtime import layout
+from pipeline.runtime.runindex import RunIndex
 
 
 def main(run: str) -> None:
-    run = Path(run)
+    index = RunIndex(Path(run))
     rows = []
-    for man in sorted(run.glob("*/manifest.json")):
-        m = json.loads(man.read_text())
-        met = man.parent / "metrics.json"
-        if m.get("status") != "finished" or not met.is_file():
-            continue
-        rows.append((man.parent.name, m, json.loads(met.read_text())))
-    rows.sort(key=lambda r: r[1].get("started", ""))  # in the order the stages ran
+    for name in index.models():  # the run index's table order: source-only, variants, PHFA, retrain, oracle
+        met = index.entries[name].path / layout.METRICS
+        if met.is_file():
+            rows.append((name, index.entries[name].manifest, json.loads(met.read_text())))
     if not rows:
         print(f"no finished stage with metrics under {run}")
         return
     t = Table(title=f"{run}: target val, per-class IoU %", title_justify="left")
     t.add_column("class")
+    final = index.final()
     for name, _, _ in rows:
-        t.add_column(name, justify="right")
+        role = index.role(name)
+        t.add_column(f"{name}\n({role}{', final' if name == final else ''})", justify="right")
     for c in C.CLASS_NAMES:
         t.add_row(c, *[("—" if r["iou"].get(c) is None else f"{r['iou'][c]:.1f}") for _, _, r in rows])
     t.add_section()

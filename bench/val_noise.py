@@ -28,6 +28,7 @@ from pipeline import metrics
 from pipeline.data.dataconfig import load_data_config
 from pipeline.inference import evaluate
 from pipeline.models.segmentor import load_segmentor
+from pipeline.runtime import layout
 
 
 def bootstrap_miou(confs: np.ndarray, boot: int, seed: int = 0) -> np.ndarray:
@@ -54,7 +55,7 @@ def main():
     print(f"{'run':40s} {'mIoU':>7s} {'val noise (boot std)':>21s}   ({a.domain}/{a.split}, stage {a.stage})")
     mious, noise = [], []
     for run in a.runs:
-        model, ck = load_segmentor(Path(run) / a.stage / "final.pt")
+        model, ck = load_segmentor(Path(run) / a.stage / layout.FINAL)
         per_image: list = []
         conf = evaluate(model, spec, a.split, tuple(ck["config"]["target_size"]), dev, per_image=per_image)
         mious.append(metrics.summarize(conf)["miou"])

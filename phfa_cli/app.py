@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from phfa_cli.common import DEBUG, err, guarded, metrics_table, out, stages_table
 from pipeline import classes as C
+from pipeline.runtime import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Progressive Hierarchical Feature Alignment: synthetic -> real segmentation adaptation.")
@@ -285,8 +286,8 @@ def translate_cmd(
         from pipeline.runtime.layout import plain_name
         from pipeline.runtime.run import StageDir
         sd = StageDir(run, plain_name(seg_from, "--seg-from"))
-        if not (sd.path / "final.pt").is_file():
-            raise PhfaError(f"--seg-from: {sd.path / 'final.pt'} does not exist; run that stage first "
+        if not (sd.path / layout.FINAL).is_file():
+            raise PhfaError(f"--seg-from: {sd.path / layout.FINAL} does not exist; run that stage first "
                             f"(e.g. `phfa adapt --run {run} --sources {source} --no-adversarial --no-hierarchy`)")
         seg_checkpoint = sd.model("--seg-from")
     man = _run_training(lambda rep: translate(
@@ -305,7 +306,7 @@ def translate_cmd(
 @guarded
 def pseudolabel_cmd(
     run: RunOpt,
-    from_stage: Annotated[Optional[str], typer.Option("--from", help="Stage whose final.pt labels the target (default: the run's final adapt stage).")] = None,
+    from_stage: Annotated[Optional[str], typer.Option("--from", help="Stage whose model labels the target (default: the run's PHFA stage, the translated-source one when it exists).")] = None,
     images: Annotated[str, typer.Option("--images", help="fewshot (the run's few-shot list) | all (the whole target train split).")] = "fewshot",
     config: ConfigOpt = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass.")] = None,
@@ -355,7 +356,7 @@ def pseudolabel_table(stage_dir: Path) -> Table:
 @guarded
 def retrain_cmd(
     run: RunOpt,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Pseudolabel stage to train on (default: pseudolabel).")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Pseudolabel stage to train on (default: the most recently finished one).")] = None,
     config: ConfigOpt = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Take the hyper-parameters from this preset instead of the labels' adapt stage config (its adversarial and hierarchy switches are kept).")] = None,
     sets: SetOpt = None,
@@ -388,7 +389,7 @@ def _print_trained(man: dict) -> None:
                                                             for p in man["phases_done"]))
     if man.get("metrics"):
         import json
-        m = json.loads((stage_dir / "metrics.json").read_text())
+        m = json.loads((stage_dir / layout.METRICS).read_text())
         out.print(metrics_table(m, f"{escape(str(man['target']))}/val after {escape(str(stage_dir.name))}"))
 
 
@@ -436,7 +437,7 @@ def eval_cmd(
                         out=out_dir, save_color=save_color, overwrite=overwrite)
     _print_metrics(m, escape(f"{domain}/{split}: {m['images']} images, predictions from {pred_dir}"))
     if out_dir is not None:
-        out.print(f"metrics: {escape(str(out_dir / 'metrics.json'))}")
+        out.print(f"metrics: {escape(str(out_dir / layout.METRICS))}")
 
 
 def raise_opt(opt: str):

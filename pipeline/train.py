@@ -45,6 +45,7 @@ from pipeline.models.discriminator import OutputDiscriminator
 from pipeline.runtime import checkpoint, distributed
 from pipeline.runtime.atomic import write_text
 from pipeline.runtime.progress import Reporter, Silent
+from pipeline.runtime import layout
 
 
 class Interrupted(Exception):
@@ -277,7 +278,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
     if not main:
         reporter = Silent()
     net = distributed.wrap(model, device)  # forward through DDP; state and param groups from model
-    metrics_path = out / "metrics.jsonl"
+    metrics_path = out / layout.METRIC_ROWS
     if resume is not None and main:
         done = {p.name for p in phases[:state.phase]}
         cur = phases[state.phase].name if state.phase < len(phases) else None
@@ -320,7 +321,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
 
         def snapshot(it: int, pi=pi, D=D, opt=opt, opt_d=opt_d, memory=memory, schedulers=schedulers,
                      average=average, phase_done: bool = False) -> Path:
-            p = out / "last.pt"
+            p = out / layout.LAST
             if main:
                 checkpoint.save(p, {
                     "kind": "train-state", "arch": arch or {}, "config": cfg.to_dict(),
@@ -352,7 +353,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
              schedulers=schedulers, reporter=reporter, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
              snapshot=snapshot, metrics_path=metrics_path if main else None, record={"phase": ph.name},
              check_every_step=device.type == "cpu", advice=lambda it, bad: nonfinite_advice(cfg, it, bad),
-             last_good=out / "last.pt" if (out / "last.pt").is_file() else None)
+             last_good=out / layout.LAST if (out / layout.LAST).is_file() else None)
         state.history.append({**ph.describe(),
                               "memory_counts": memory.counts() if memory is not None else None,
                               "participation": al.participation(memory, C.CLASS_NAMES),

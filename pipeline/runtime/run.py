@@ -27,6 +27,7 @@ from pipeline import __version__
 from pipeline.errors import PhfaError
 from pipeline.runtime.atomic import remove_temp_files, write_json
 from pipeline.textfiles import read_json_object
+from pipeline.runtime import layout
 
 
 def sha256(path: Path) -> str:
@@ -59,7 +60,7 @@ class StageDir:
 
     @property
     def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
+        return self.path / layout.MANIFEST
 
     @property
     def aside_path(self) -> Path:
@@ -85,7 +86,7 @@ class StageDir:
         """The finished stage's final.pt, checked against the sha256 its manifest recorded."""
         recover(self.run, self.name)
         m = self.manifest()
-        final = self.path / "final.pt"
+        final = self.path / layout.FINAL
         if not m or m.get("status") != "finished" or not final.is_file():
             raise PhfaError(f"{option}: {self.path} is missing or unfinished (no final.pt); run that stage first")
         want = (m.get("outputs") or {}).get("final_sha256")
@@ -239,12 +240,3 @@ def recover(run: Path, name: str | None = None) -> None:
         except PhfaError:
             continue  # in use (its --force attempt is alive) or not writable
         sd.release()
-
-
-def finished_stages(run: Path) -> list[str]:
-    run = Path(run)
-    if not run.is_dir():
-        return []
-    recover(run)
-    return sorted(p.name for p in run.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and StageDir(run, p.name).finished())

@@ -21,7 +21,8 @@ from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.atomic import write_json
-from pipeline.runtime.run import StageDir, finished_stages
+from pipeline.runtime.run import StageDir
+from pipeline.runtime.runindex import RunIndex
 from pipeline.stages.outdir import dataset_roots, open_out
 
 PRED_FORMATS = ("trainid", "labelid")
@@ -74,7 +75,7 @@ def evaluate_folder(cfg: DataConfig, domain: str, split: str, pred_dir: Path, cl
         raise PhfaError(f"--pred-dir: no prediction for {len(missing)} of {len(items)} images of "
                         f"{domain}/{split}, e.g. '{missing[0]}' (expected {Path(pred_dir) / missing[0]}.png)")
     if out is not None:
-        _open_out(cfg, Path(out), ["metrics.json"], save_color, overwrite)
+        _open_out(cfg, Path(out), [layout.METRICS], save_color, overwrite)
     color_dir = (Path(out) / "color") if (save_color and out) else None
 
     gt_lut = formats.id_lut(spec.format)
@@ -111,7 +112,7 @@ def evaluate_folder(cfg: DataConfig, domain: str, split: str, pred_dir: Path, cl
                   outside_class_share=float(conf[:, C.NUM_CLASSES].sum() / max(conf.sum(), 1)),
                   confusion=conf.tolist())
     if out is not None:
-        write_json(Path(out) / "metrics.json", result)
+        write_json(Path(out) / layout.METRICS, result)
     return result
 
 
@@ -140,34 +141,22 @@ def evaluate_run(cfg: DataConfig, run: Path, stage: str | None, domain: str, spl
     model.to(device)
     spec = cfg.domain(domain)
     if out is not None:
-        _open_out(cfg, Path(out), ["metrics.json"], save_color, overwrite)
+        _open_out(cfg, Path(out), [layout.METRICS], save_color, overwrite)
     out = Path(out) if out is not None else sd.path / f"eval-{domain}-{split}"
     conf = inference.evaluate(model, spec, split, tcfg.target_size, device,
                               inference.use_bf16(tcfg.precision, device),
                               color_dir=out / "color" if save_color else None)
     m = metrics.summarize(conf, classes)
     m.update(domain=domain, split=split, stage=stage, run=str(run), images=len(datasets.samples(spec, split)),
-             checkpoint=str(sd.path / "final.pt"), confusion=conf.tolist(), metrics_path=str(out / "metrics.json"))
-    write_json(out / "metrics.json", m)
+             checkpoint=str(sd.path / layout.FINAL), confusion=conf.tolist(), metrics_path=str(out / layout.METRICS))
+    write_json(out / layout.METRICS, m)
     return m
 
 
-_ORDER = {"adapt": 1, "retrain": 2}
-
-
 def evaluated_stages(run: Path) -> list[str]:
-    """Every finished stage of `run` with a model, in pipeline order: source-only, adapt variants,
-    retrain rounds, oracle last."""
-    run = Path(run)
-    if not run.is_dir():
-        raise PhfaError(f"--run: {run} does not exist")
-    done = [s for s in finished_stages(run) if (run / s / "final.pt").is_file()]
+    """Every finished stage of `run` with a model, in the run index's table order: source-only,
+    adapt variants, PHFA, retrain rounds, oracle last."""
+    done = RunIndex(run).models()
     if not done:
         raise PhfaError(f"--run: {run} has no finished stage with a model; run `phfa adapt --run {run} ...` first")
-
-    def key(s: str):
-        m = StageDir(run, s).manifest() or {}
-        oracle = m.get("sources") == [m.get("target")]
-        source_only = s == "adapt-noadv-nohier"
-        return (oracle, not source_only, _ORDER.get(layout.stage_kind(s), 3), m.get("finished", ""), s)
-    return sorted(done, key=key)
+    return done

@@ -44,7 +44,8 @@ from pipeline.data.transforms import to_tensor
 from pipeline.errors import PhfaError
 from pipeline.models.segmentor import load_segmentor
 from pipeline.runtime import layout
-from pipeline.runtime.run import StageDir, finished_stages
+from pipeline.runtime.run import StageDir
+from pipeline.runtime.runindex import RunIndex
 from pipeline.stages.outdir import dataset_roots, open_out
 from pipeline.textfiles import read_json_object
 
@@ -52,7 +53,6 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 PRECISIONS = ("auto", "bf16", "fp32")
 OUTPUT_SUFFIXES = ("", "_color", "_overlay")
 _GLOB_CHARS = set("*?[")
-_KIND_RANK = {"retrain": 2, "adapt": 1}
 
 Progress = Callable[[int, int], None]
 
@@ -69,21 +69,13 @@ class Source:
 
 
 def final_stage(run: Path) -> str:
-    """The run's final model: the most recently finished stage with a final.pt, a retrain stage
-    before an adapt stage, and an oracle (trained on target labels) only if nothing else exists."""
-    run = Path(run)
-    if not run.is_dir():
-        raise PhfaError(f"--run: {run} does not exist")
-    done = [s for s in finished_stages(run) if (run / s / "final.pt").is_file()]
-    if not done:
+    """The run's final model, as the run index names it (the last retrain round of the PHFA chain,
+    else the PHFA stage, ...; see pipeline/runtime/runindex.py)."""
+    final = RunIndex(run).final()
+    if final is None:
         raise PhfaError(f"--run: {run} has no finished stage with a final.pt; run `phfa adapt --run {run} ...` "
                         "first, or pass --checkpoint")
-
-    def key(s: str):
-        m = StageDir(run, s).manifest() or {}
-        oracle = m.get("sources") is not None and m.get("sources") == [m.get("target")]
-        return (not oracle, _KIND_RANK.get(layout.stage_kind(s), 0), m.get("finished", ""), s)
-    return max(done, key=key)
+    return final
 
 
 def resolve_checkpoint(checkpoint: Path | None, run: Path | None, stage: str | None) -> tuple[Path, str | None]:
@@ -106,8 +98,8 @@ def resolve_checkpoint(checkpoint: Path | None, run: Path | None, stage: str | N
     if not run.is_dir():
         raise PhfaError(f"--run: {run} does not exist")
     sd = StageDir(run, stage)
-    if not sd.finished() or not (sd.path / "final.pt").is_file():
-        done = [s for s in finished_stages(run) if (run / s / "final.pt").is_file()]
+    if not sd.finished() or not (sd.path / layout.FINAL).is_file():
+        done = RunIndex(run).models()
         raise PhfaError(f"--stage: {sd.path} is missing or unfinished (no final.pt)" +
                         (f"; stages with a model: {', '.join(done)}" if done else "; run that stage first"))
     return sd.model("--stage"), None
@@ -252,7 +244,7 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tenso
 
 def recorded_dataset_roots(checkpoint: Path) -> list[Path]:
     """The domain roots of the data config recorded by the stage that wrote `checkpoint` (if any)."""
-    man = Path(checkpoint).parent / "manifest.json"
+    man = Path(checkpoint).parent / layout.MANIFEST
     try:
         cfg = (read_json_object(man, "manifest").get("inputs") or {}).get("data_config") if man.is_file() else None
         return dataset_roots(load_data_config(cfg)) if isinstance(cfg, str) and Path(cfg).is_file() else []

@@ -39,44 +39,32 @@ from pipeline.models.segmentor import load_segmentor
 from pipeline.runtime import layout
 from pipeline.runtime.atomic import write_json, write_text
 from pipeline.runtime.progress import Reporter
-from pipeline.runtime.run import StageDir, finished_stages, sha256
+from pipeline.runtime.run import StageDir, sha256
+from pipeline.runtime.runindex import RunIndex
 
 IMAGE_SETS = ("fewshot", "all")
 PREVIEWS = 8
 
 
-def _finished_at(run: Path, stage: str) -> str:
-    return (StageDir(run, stage).manifest() or {}).get("finished", "")
-
-
 def default_from_stage(run: Path) -> str:
-    """The run's final adapt stage: `adapt` (the full method) when finished, else the most recently
-    finished adapt variant that is not the oracle."""
-    cands = []
-    for s in finished_stages(run):
-        if layout.stage_kind(s) != "adapt" or not (Path(run) / s / "final.pt").is_file():
-            continue
-        m = StageDir(run, s).manifest() or {}
-        if m.get("sources") == [m.get("target")]:
-            continue  # the oracle trains on target labels: not an adaptation
-        cands.append(s)
-    if not cands:
+    """The stage pseudo-labels come from without --from: the run's PHFA stage (the one on
+    translated sources when there is one), else its latest adapt stage that is not the oracle."""
+    picked = RunIndex(run).adaptation()
+    if picked is None:
         raise PhfaError(f"--from: {run} has no finished adapt stage to take pseudo-labels from; run "
                         f"`phfa adapt --run {run} --sources unity,gta5` first")
-    if "adapt" in cands:
-        return "adapt"
-    return max(cands, key=lambda s: _finished_at(run, s))
+    return picked
 
 
 def check_from_stage(run: Path, stage: str) -> Path:
     layout.plain_name(stage, "--from")
     sd = StageDir(run, stage)
     if not sd.path.is_dir():
-        done = [s for s in finished_stages(run) if (Path(run) / s / "final.pt").is_file()]
+        done = RunIndex(run).models()
         raise PhfaError(f"--from: {run} has no stage '{stage}'" +
                         (f" (stages with a model: {', '.join(done)})" if done else
                          f"; run `phfa adapt --run {run} --sources unity,gta5` first"))
-    if not sd.finished() or not (sd.path / "final.pt").is_file():
+    if not sd.finished() or not (sd.path / layout.FINAL).is_file():
         raise PhfaError(f"--from: stage {sd.path} is unfinished (no final.pt); finish it first "
                         f"(`--resume` continues it)")
     return sd.model("--from")

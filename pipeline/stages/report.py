@@ -35,14 +35,14 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline import classes as C
-from pipeline.config import ALIGN_LEVELS
 from pipeline.data import pngio
 from pipeline.data.dataconfig import DataConfig, load_data_config
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.atomic import write_bytes, write_text
 from pipeline.runtime.progress import Reporter
-from pipeline.runtime.run import StageDir, recover
+from pipeline.runtime.run import StageDir
+from pipeline.runtime.runindex import Entry, RunIndex
 from pipeline.stages.outdir import dataset_roots, open_out
 from pipeline.textfiles import read_text
 
@@ -56,62 +56,35 @@ _FIG_DPI = 100
 
 @dataclass
 class Stage:
-    """One stage folder of the run (or the external oracle), as the report sees it."""
-    name: str
-    path: Path
-    manifest: dict
+    """One stage folder of the run (or the external oracle), as the report sees it: the run
+    index's entry, its metrics.json and the role the report labels it with."""
+    entry: Entry
     metrics: dict | None = None          # metrics.json (target val), training stages only
     external: bool = False               # given with --oracle, outside the run
-    role: str = ""                       # source-only | oracle | "" (set by classify)
+    role: str = ""                       # source-only | oracle | "" (from the run index)
+
+    name = property(lambda self: self.entry.name)
+    path = property(lambda self: self.entry.path)
+    manifest = property(lambda self: self.entry.manifest)
+    finished = property(lambda self: self.entry.finished)
+    phases = property(lambda self: self.entry.phases)
+    adversarial = property(lambda self: self.entry.adversarial)
+    align = property(lambda self: self.entry.align)
+    sources = property(lambda self: self.entry.sources)
+    style = property(lambda self: self.entry.style)
 
     @property
     def kind(self) -> str:
-        return "adapt" if self.external else layout.stage_kind(self.name)
+        return "adapt" if self.external else self.entry.kind
 
     @property
     def status(self) -> str:
         return str(self.manifest.get("status", "unknown"))
 
     @property
-    def finished(self) -> bool:
-        return self.status == "finished"
-
-    @property
-    def phases(self) -> list[dict]:
-        p = self.manifest.get("phases")
-        return [x for x in p if isinstance(x, dict)] if isinstance(p, list) else []
-
-    @property
-    def adversarial(self) -> bool:
-        return any(bool(p.get("adversarial")) for p in self.phases)
-
-    @property
-    def align(self) -> tuple[str, ...]:
-        levels = {a for p in self.phases for a in (p.get("align") or [])}
-        return tuple(a for a in ALIGN_LEVELS if a in levels) + tuple(sorted(levels - set(ALIGN_LEVELS)))
-
-    @property
-    def sources(self) -> list[str]:
-        s = self.manifest.get("sources")
-        return [str(x) for x in s] if isinstance(s, list) else []
-
-    @property
-    def style(self) -> str:
-        return str(self.manifest.get("source_style") or "raw")
-
-    @property
     def miou(self) -> float | None:
         v = (self.metrics or {}).get("miou")
         return float(v) if isinstance(v, (int, float)) else None
-
-    def is_oracle(self) -> bool:
-        tgt = self.manifest.get("target")
-        return bool(tgt) and self.sources == [tgt] and not self.adversarial and not self.align
-
-    def is_source_only(self) -> bool:
-        return (self.kind == "adapt" and not self.is_oracle() and bool(self.sources) and not self.adversarial
-                and not self.align and self.style == "raw"
-                and not any(p.get("target_labels") for p in self.phases))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -138,20 +111,18 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def find_stages(run: Path) -> list[Stage]:
-    """Every stage folder of `run` with a readable manifest (not report/, not .NAME.replaced)."""
+def _evaluation(path: Path) -> dict | None:
+    m = _read_json(path / layout.METRICS)
+    return m if m is not None and isinstance(m.get("iou"), dict) and isinstance(m.get("miou"), (int, float)) else None
+
+
+def find_stages(index: RunIndex) -> list[Stage]:
+    """Every stage of the run index (report/ and hidden folders aside), with its evaluation."""
     out = []
-    for p in sorted(Path(run).iterdir()):
-        if not p.is_dir() or p.name.startswith(".") or layout.stage_kind(p.name) == "report":
-            continue
-        man = _read_json(p / "manifest.json")
-        if man is None:
-            continue
-        st = Stage(p.name, p, man)
-        if st.kind in ("adapt", "retrain") and st.finished:
-            m = _read_json(p / "metrics.json")
-            if m is not None and isinstance(m.get("iou"), dict) and isinstance(m.get("miou"), (int, float)):
-                st.metrics = m
+    for e in index.entries.values():
+        st = Stage(e)
+        if e.kind in ("adapt", "retrain") and e.finished:
+            st.metrics = _evaluation(e.path)
         out.append(st)
     return out
 
@@ -159,58 +130,29 @@ def find_stages(run: Path) -> list[Stage]:
 def external_oracle(path: Path) -> Stage:
     """The stage folder given with --oracle (its metrics.json; its manifest when there is one)."""
     path = Path(path)
-    if path.is_file() and path.name == "metrics.json":
+    if path.is_file() and path.name == layout.METRICS:
         path = path.parent
-    m = _read_json(path / "metrics.json") if path.is_dir() else None
-    if m is None or not isinstance(m.get("iou"), dict) or not isinstance(m.get("miou"), (int, float)):
+    m = _evaluation(path) if path.is_dir() else None
+    if m is None:
         raise PhfaError(f"--oracle: {path} is not a stage folder with a metrics.json (e.g. runs/other/adapt-oracle)")
-    man = _read_json(path / "manifest.json") or {"status": "finished"}
+    man = _read_json(path / layout.MANIFEST) or {"status": "finished"}
     name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-    return Stage(name, path, man, metrics=m, external=True, role="oracle")
+    return Stage(Entry(name, path, man), metrics=m, external=True, role="oracle")
 
 
-def _order(stages: list[Stage]) -> list[Stage]:
-    """Source-only first, then adapt variants (fewest components first), retrain*, oracle last."""
-    def comps(s: Stage) -> int:
-        return int(s.adversarial) + int(s.style != "raw") + int(len(s.sources) > 1) + len(s.align)
-
-    def key(s: Stage):
-        if s.role == "oracle":
-            return (4 if s.external else 3, 0, s.name)
-        if s.role == "source-only":
-            return (0, 0, s.name)
-        if s.kind == "retrain":
-            return (2, 0, str(s.manifest.get("finished", "")), s.name)
-        return (1, comps(s), s.name == "adapt", s.name)
-    return sorted(stages, key=key)
-
-
-def classify(evaluated: list[Stage], oracle: Stage | None) -> tuple[list[Stage], Stage | None, Stage | None]:
-    """(evaluated stages in table order, the source-only stage, the oracle the gap is measured to)."""
+def classify(index: RunIndex, evaluated: list[Stage], oracle: Stage | None) -> tuple[list[Stage], Stage | None,
+                                                                                   Stage | None]:
+    """(evaluated stages in the index's table order, the source-only stage, the oracle the gap is
+    measured to: --oracle, else the run's own)."""
+    src_name = index.source_only()
     for s in evaluated:
-        s.role = "oracle" if s.is_oracle() else ""
-    cands = [s for s in evaluated if s.is_source_only()]
-    src = min(cands, key=lambda s: (s.name != "adapt-noadv-nohier", len(s.sources), s.name), default=None)
-    if src is not None:
-        src.role = "source-only"
-    stages = list(evaluated) + ([oracle] if oracle is not None else [])
+        s.role = "oracle" if index.role(s.name) == "oracle" else "source-only" if s.name == src_name else ""
+    src = next((s for s in evaluated if s.name == src_name), None)
     if oracle is None:
         inside = [s for s in evaluated if s.role == "oracle"]
-        oracle = max(inside, key=lambda s: str(s.manifest.get("finished", ""))) if inside else None
-    return _order(stages), src, oracle
-
-
-def final_stage(evaluated: list[Stage], src: Stage | None) -> Stage | None:
-    """The last retrain stage, else `adapt`, else the best non-oracle stage (other than source-only)."""
-    have = [s for s in evaluated if (s.path / "final.pt").is_file() and s.role != "oracle"]
-    retrains = [s for s in have if s.kind == "retrain"]
-    if retrains:
-        return max(retrains, key=lambda s: (str(s.manifest.get("finished", "")), s.name))
-    for s in have:
-        if s.name == "adapt":
-            return s
-    others = [s for s in have if s is not src and s.miou is not None]
-    return max(others, key=lambda s: s.miou, default=None)
+        oracle = max(inside, key=lambda s: (s.entry.finished_at, s.name)) if inside else None
+    ordered = sorted(evaluated, key=lambda s: index.order_key(s.name))
+    return ordered + ([oracle] if oracle is not None and oracle.external else []), src, oracle
 
 
 def resolve_data_config(run: Path, config: Path | None) -> DataConfig | None:
@@ -220,7 +162,7 @@ def resolve_data_config(run: Path, config: Path | None) -> DataConfig | None:
         return load_data_config(config)
     cands = [Path("phfa-data.toml")]
     if Path(run).is_dir():
-        for st in find_stages(run):
+        for st in find_stages(RunIndex(run)):
             p = (st.manifest.get("inputs") or {}).get("data_config") if isinstance(st.manifest.get("inputs"), dict) \
                 else None
             if p:
@@ -571,7 +513,7 @@ def _panel(run: Path, data: DataConfig | None, src: Stage | None, final: Stage |
         sec.blocks.append(Para(f"no data config, so no panel: run `phfa report --run {run} --config "
                                "phfa-data.toml`", "note"))
         return sec
-    if src is None or not (src.path / "final.pt").is_file():
+    if src is None or not (src.path / layout.FINAL).is_file():
         sec.blocks.append(Para(f"no source-only stage, so no panel: run `phfa adapt --run {run} --sources gta5 "
                                "--no-adversarial --no-hierarchy`", "note"))
         return sec
@@ -619,7 +561,7 @@ def _curves(stages: list[Stage], fig_dir: Path, run: Path) -> Section:
     for s in stages:
         if s.external or s.kind not in ("adapt", "retrain", "translate"):
             continue
-        rows = _read_jsonl(s.path / "metrics.jsonl")
+        rows = _read_jsonl(s.path / layout.METRIC_ROWS)
         if not rows:
             continue
         series, bounds = curve_series(rows, s.phases if s.kind != "translate" else [])
@@ -834,8 +776,8 @@ def build_report(run: Path, data: DataConfig | None, out: Path | None = None, pa
         raise PhfaError(f"--run: {run} does not exist")
     if panel_images < 0:
         raise PhfaError(f"--panel-images must be 0 or more, not {panel_images}")
-    recover(run)   # a stage a killed --force attempt left aside comes back first
-    stages = find_stages(run)
+    index = RunIndex(run)   # (a stage a killed --force attempt left aside comes back first)
+    stages = find_stages(index)
     if not any(s.finished for s in stages):
         raise PhfaError(f"--run: {run} has no finished stage; run `phfa adapt --run {run} --sources ...` first")
     ext = external_oracle(oracle) if oracle is not None else None
@@ -855,8 +797,8 @@ def build_report(run: Path, data: DataConfig | None, out: Path | None = None, pa
         if reporter is not None:
             reporter.message(msg)
 
-    evaluated, src, orc = classify([s for s in stages if s.metrics is not None], ext)
-    final = final_stage([s for s in evaluated if not s.external], src)
+    evaluated, src, orc = classify(index, [s for s in stages if s.metrics is not None], ext)
+    final = next((s for s in stages if s.name == index.final()), None)
     generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     say("report: tables")
     sections = [_header(run, stages + ([ext] if ext else []), generated), _per_class(evaluated, run)]

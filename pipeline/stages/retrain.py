@@ -23,7 +23,8 @@ from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.progress import Reporter
-from pipeline.runtime.run import StageDir, finished_stages
+from pipeline.runtime.run import StageDir
+from pipeline.runtime.runindex import RunIndex
 from pipeline.stages import adapt as A
 from pipeline.stages import runner
 from pipeline.stages.pseudolabel import pseudo_domain
@@ -31,12 +32,11 @@ from pipeline import train
 
 
 def default_labels_stage(run: Path) -> str:
-    done = [s for s in finished_stages(run) if layout.stage_kind(s) == "pseudolabel"]
-    if not done:
+    """The pseudo-labels retrain reads without --labels: the most recently finished pseudolabel stage."""
+    picked = RunIndex(run).latest("pseudolabel") if Path(run).is_dir() else None
+    if picked is None:
         raise PhfaError(f"--labels: {run} has no finished pseudolabel stage; run `phfa pseudolabel --run {run}` first")
-    if "pseudolabel" in done:
-        return "pseudolabel"
-    return max(done, key=lambda s: (StageDir(run, s).manifest() or {}).get("finished", ""))
+    return picked
 
 
 def origin(run: Path, labels_stage: str) -> tuple[StageDir, dict, dict]:

@@ -38,6 +38,7 @@ from pipeline.runtime import checkpoint, distributed
 from pipeline.runtime.atomic import write_json
 from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir, now, sha256
+from pipeline.runtime import layout
 
 
 @dataclass
@@ -56,11 +57,11 @@ def resume_state(sd: StageDir, resume: bool) -> dict | None:
         return None
     if sd.manifest() is None:
         raise PhfaError(f"--resume: nothing to resume in {sd.path}; run without --resume")
-    if not (sd.path / "last.pt").is_file():
+    if not (sd.path / layout.LAST).is_file():
         raise PhfaError(f"--resume: nothing to resume in {sd.path} (no last.pt yet); start over with --force")
-    ck = checkpoint.load(sd.path / "last.pt", "--resume")
+    ck = checkpoint.load(sd.path / layout.LAST, "--resume")
     if ck.get("kind") != "train-state":
-        raise PhfaError(f"--resume: {sd.path / 'last.pt'} is not a training state")
+        raise PhfaError(f"--resume: {sd.path / layout.LAST} is not a training state")
     return ck
 
 
@@ -73,7 +74,7 @@ def initial_weights(run: Path, cfg: TrainConfig) -> str:
     if not warm_started(cfg):
         return cfg.pretrained
     sd = StageDir(run, cfg.init_stage)
-    if not sd.finished() or not (sd.path / "final.pt").is_file():
+    if not sd.finished() or not (sd.path / layout.FINAL).is_file():
         raise PhfaError(f"init_stage {cfg.init_stage}: {sd.path} holds no finished stage to start from; train it "
                         f"first (for the toy preset: `phfa adapt --run {run} --sources gta5 --no-adversarial "
                         f"--no-hierarchy --preset toy`), or start from --pretrained with --set init_stage=")
@@ -169,7 +170,7 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
             raise
         if not main:
             return None
-        final = sd.path / "final.pt"
+        final = sd.path / layout.FINAL
         checkpoint.save(final, segmentor.payload(model, cfg, {"phases": state.history, "target": plan.target,
                                                              **plan.final_extra}))
         sd.write(status="trained", phases_done=state.history,
@@ -180,12 +181,12 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
         try:
             m = evaluate_target(model, data, plan.target, cfg, device, reporter=reporter)
         except KeyboardInterrupt:
-            e = train.Interrupted(sd.path / "last.pt", 0, "evaluation")
+            e = train.Interrupted(sd.path / layout.LAST, 0, "evaluation")
             e.restored = sd.interrupt(interrupted_at={"phase": "evaluation", "iter": 0})
             raise e from None
         if m is not None:
-            write_json(sd.path / "metrics.json", m)
-        return sd.finish(outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / "last.pt")},
+            write_json(sd.path / layout.METRICS, m)
+        return sd.finish(outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / layout.LAST)},
                          metrics={"target_val_miou": m["miou"]} if m else {})
     except train.Interrupted:
         raise

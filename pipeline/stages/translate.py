@@ -37,6 +37,7 @@ from pipeline.runtime.layout import domain_root, few_shot_file, translate_stage
 from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir, now, sha256
 from pipeline import train as T
+from pipeline.runtime import layout
 
 _GTA_PALETTE = C.label_id_palette()
 
@@ -167,7 +168,7 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
         return _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg, seg_checkpoint,
                           resuming, reporter, device)
     except KeyboardInterrupt:
-        e = T.Interrupted(sd.path / "last.pt", 0, "write")
+        e = T.Interrupted(sd.path / layout.LAST, 0, "write")
         e.restored = sd.interrupt(interrupted_at={"phase": "write", "iter": 0})
         raise e from None
     except T.Interrupted as e:
@@ -229,8 +230,8 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
         ck = checkpoint.load(final, "--resume")
         gan.load_state_dict(ck["model"])
         return gan, ck.get("info", {})
-    if resuming and (sd.path / "last.pt").is_file():
-        ck = checkpoint.load(sd.path / "last.pt", "--resume")
+    if resuming and (sd.path / layout.LAST).is_file():
+        ck = checkpoint.load(sd.path / layout.LAST, "--resume")
         gan.load_state_dict(ck["model"])
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
@@ -239,7 +240,7 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
         gan.load_pools_state_dict(ck["pools"])
         rng = ck["rng"]
         start = ck["iter"]
-        T.truncate_jsonl(sd.path / "metrics.jsonl", lambda r: r.get("iter", 0) <= start)
+        T.truncate_jsonl(sd.path / layout.METRIC_ROWS, lambda r: r.get("iter", 0) <= start)
     perceptual = None
     if seg_ckpt is not None:
         seg, _ = load_segmentor(seg_ckpt, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
@@ -254,7 +255,7 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
     bf16 = use_bf16(cfg.precision, device)
 
     def snapshot(it):
-        p = sd.path / "last.pt"
+        p = sd.path / layout.LAST
         checkpoint.save(p, {"kind": "cyclegan-state", "config": cfg.to_dict(), "iter": it,
                             "model": gan.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                             "schedulers": [s.state_dict() for s in schedulers],
@@ -276,9 +277,9 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
         torch.set_rng_state(rng)
     t0 = time.time()
     T.loop("cyclegan", start, cfg.iters, step, schedulers=schedulers, reporter=reporter, log_every=cfg.log_every,
-           ckpt_every=cfg.ckpt_every, snapshot=snapshot, metrics_path=sd.path / "metrics.jsonl", record={},
+           ckpt_every=cfg.ckpt_every, snapshot=snapshot, metrics_path=sd.path / layout.METRIC_ROWS, record={},
            check_every_step=device.type == "cpu",
-           last_good=sd.path / "last.pt" if (sd.path / "last.pt").is_file() else None)
+           last_good=sd.path / layout.LAST if (sd.path / layout.LAST).is_file() else None)
     info = {"iters": cfg.iters, "seconds": round(time.time() - t0, 1), "perceptual": perceptual is not None,
             "prepared_cache": {"source": src_ds.prepared, "target": tgt_ds.prepared}}
     snapshot(cfg.iters)
