@@ -152,9 +152,9 @@ def test_image_stats_tells_identity_from_a_translation(tmp_path):
 
 @pytest.mark.slow
 def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
-    """bench/bn_stats.py: its stored-statistics column reproduces the stage's own metrics.json, and
+    """bench/diagnostics/bn_stats.py: its stored-statistics column reproduces the stage's own metrics.json, and
     re-estimating BN on the few-shot images (and, with --source, on source images) gives valid figures;
-    bench/val_noise.py reproduces the same figure."""
+    bench/diagnostics/val_noise.py reproduces the same figure."""
     import json
 
     phfa = str(Path(sys.executable).with_name("phfa"))
@@ -165,7 +165,7 @@ def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
             "--set", "backbone=resnet18-l3", "--set", "pretrained=none", "--set", "init_stage="]
     subprocess.run([phfa, "adapt", "--config", str(t / "phfa-data.toml"), "--run", str(r), "--sources", "gta5",
                     "--no-hierarchy", "--iters", "2", *tiny], check=True, capture_output=True)
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bn_stats.py"), "--run", str(r), "--config",
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "diagnostics" / "bn_stats.py"), "--run", str(r), "--config",
                           str(t / "phfa-data.toml"), "--stages", "adapt-nohier", "--source", "gta5", "--source-count", "2"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -174,8 +174,8 @@ def test_bn_stats_stored_column_is_phfa_eval(tmp_path):
     assert float(row[1]) == pytest.approx(stored, abs=0.006)
     assert 0.0 <= float(row[2]) <= 100.0
     assert len(row) == 4 and 0.0 <= float(row[3]) <= 100.0   # --source: statistics from gta5's images
-    # bench/val_noise.py on the same stage: its mIoU is the stage's own, its val noise a valid std
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "val_noise.py"), "--config", str(t / "phfa-data.toml"),
+    # bench/diagnostics/val_noise.py on the same stage: its mIoU is the stage's own, its val noise a valid std
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "diagnostics" / "val_noise.py"), "--config", str(t / "phfa-data.toml"),
                           "--runs", str(r), "--stage", "adapt-nohier", "--boot", "50"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -216,16 +216,16 @@ def test_ablation_table_means_stds_and_gap_share(tmp_path):
 
 
 def test_val_noise_bootstrap_by_hand():
-    """bench/val_noise.py resamples images with replacement. Image a alone: mIoU 100 (class 0
+    """bench/diagnostics/val_noise.py resamples images with replacement. Image a alone: mIoU 100 (class 0
     right); b alone: 0 (class 0 called class 1); a + b: IoU 1/2 and 0, mIoU 25. Resamples aa, ab,
     bb come with probabilities 1/4, 1/2, 1/4: mean 37.5, std sqrt(2812.5 - 37.5^2) = 37.5."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "bench" / "diagnostics"))
     try:
         from val_noise import bootstrap_miou
     finally:
-        sys.path.remove(str(ROOT / "bench"))
+        sys.path.remove(str(ROOT / "bench" / "diagnostics"))
     a, b = np.zeros((19, 20), np.int64), np.zeros((19, 20), np.int64)
     a[0, 0], b[0, 1] = 1, 1
     m = bootstrap_miou(np.stack([a, b]), 20000)
@@ -271,7 +271,7 @@ def test_translation_grid_leaves_out_a_missing_fda_column(tiny_data, tmp_path, w
     names = [s.name for s in datasets.samples(cfg.domain("cityscapes"), "train")[:2]]
     (run / "fewshot-cityscapes.txt").write_text("# few-shot\n" + "\n".join(names) + "\n")
     out = tmp_path / "grid.png"
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "translation_grid.py"), "--run", str(run),
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "diagnostics" / "translation_grid.py"), "--run", str(run),
                         "--config", str(cfg_path), "--out", str(out), "--rows", "2"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -286,10 +286,10 @@ def test_translation_grid_leaves_out_a_missing_fda_column(tiny_data, tmp_path, w
 
 
 def test_stage_diagnostics_reads_shares_memories_and_warm_start(tmp_path, monkeypatch):
-    """bench/stage_diagnostics.py: the loss shares and thing-memory counts behind README's reading."""
+    """bench/diagnostics/stage_diagnostics.py: the loss shares and thing-memory counts behind the ablation's reading."""
     import json
 
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench" / "diagnostics"))
     import stage_diagnostics as sd
 
     st = tmp_path / "s0" / "adapt-it"

@@ -128,7 +128,7 @@ def test_predictions_outside_the_classes_are_measured(tiny_data, tmp_path):
 
 def test_evaluate_per_image_confusions_sum_to_the_split(tiny_data):
     """inference.evaluate(per_image=...) keeps one confusion matrix per val image, in split order,
-    and they add up to the matrix it returns (bench/val_noise.py bootstraps over them)."""
+    and they add up to the matrix it returns (bench/diagnostics/val_noise.py bootstraps over them)."""
     import numpy as np
     import torch
 

@@ -206,7 +206,7 @@ def test_default_generation_has_all_19_classes(full):
         counts[name] = (len(files), hist)
     assert [counts[k][0] for k in ("gta5", "train", "val")] == [900, 150, 150]
     seen = lambda *ks: {c for c in range(19) if sum(counts[k][1][c] for k in ks) > 0}  # noqa: E731
-    assert seen("gta5", "val") == set(range(19)), "what the acceptance check reads"
+    assert seen("gta5", "val") == set(range(19)), "what the fresh-toytown check reads"
     assert seen("gta5", "train", "val") == set(range(19))
     assert len(seen("train")) >= 17 and len(seen("val")) >= 15
     # class imbalance: road, building dominate; pole, light, sign, rider, train are small

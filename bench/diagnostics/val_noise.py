@@ -1,6 +1,6 @@
 """Is a spread between training seeds the models or the val split? Bootstrap the val images.
 
-    .venv/bin/python bench/val_noise.py --config T/phfa-data.toml \
+    .venv/bin/python bench/diagnostics/val_noise.py --config T/phfa-data.toml \
         --runs runs/calib-g-more/s3 runs/calib-g-more/s4 runs/calib-g-more/s5
 
 For each run's stage (default: source-only, `adapt-noadv-nohier`) it evaluates final.pt on the

@@ -1,6 +1,6 @@
 """A picture of what image-level alignment does: rows of source | CycleGAN | FDA | a target image.
 
-    .venv/bin/python bench/translation_grid.py --run runs/ablation/s0 --config data/toytown/phfa-data.toml --out docs/translation-grid.png [--rows 4]
+    .venv/bin/python bench/diagnostics/translation_grid.py --run runs/ablation/s0 --config data/toytown/phfa-data.toml --out docs/translation-grid.png [--rows 4]
 
 Reads the domains written by `phfa translate` (translate-gta5 and, if the run has it,
 translate-gta5-fda; without it the FDA column is left out) and the run's few-shot target list;

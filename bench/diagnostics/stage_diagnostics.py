@@ -1,7 +1,7 @@
 """What each aligning stage of an ablation did, read from its own records: the evidence behind
 README's reading of Table IV on toytown.
 
-    .venv/bin/python bench/stage_diagnostics.py runs/ablation/s0 runs/ablation/s1 runs/ablation/s2
+    .venv/bin/python bench/diagnostics/stage_diagnostics.py runs/ablation/s0 runs/ablation/s1 runs/ablation/s2
 
 Per run folder and per finished adapt/retrain stage, from `metrics.jsonl` and `manifest.json`:
   seg@50     mean segmentation loss over each phase's first 50 iterations (a warm start that

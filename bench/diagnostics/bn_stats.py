@@ -1,6 +1,6 @@
 """Is a stage's target result limited by its batch-norm statistics? Evaluate it twice.
 
-    .venv/bin/python bench/bn_stats.py --run runs/toy --config data/toytown/phfa-data.toml \
+    .venv/bin/python bench/diagnostics/bn_stats.py --run runs/toy --config data/toytown/phfa-data.toml \
         --stages adapt-noadv-nohier adapt-nohier adapt-it
 
 With trainable batch norm (the toy preset), adversarial and hierarchy stages forward source
@@ -16,7 +16,7 @@ training images of that source domain. For a stage trained with `weight_average`
 statistics are the average of the window's running statistics) it is the usual stochastic
 weight averaging recipe, statistics recomputed for the averaged weights on the training data:
 
-    .venv/bin/python bench/bn_stats.py --run R --config T/phfa-data.toml \
+    .venv/bin/python bench/diagnostics/bn_stats.py --run R --config T/phfa-data.toml \
         --stages adapt-noadv-nohier --source gta5
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How wide each class is at a working resolution: can a model at that size see it at all?
 
-    .venv/bin/python bench/class_widths.py --config data/toytown/phfa-data.toml --domain cityscapes --split train --width 128
+    .venv/bin/python bench/diagnostics/class_widths.py --config data/toytown/phfa-data.toml --domain cityscapes --split train --width 128
 
 Labels are resized (nearest) to the working width. Per class: share of labelled pixels, number of
 images containing it, and the median / 90th percentile of its horizontal run widths (pixels on
