@@ -211,15 +211,11 @@ def steady_memory(cfg, dim: int, dev):
     filled for every class: the state of a long run, where the object and background levels
     do their full work (an empty memory would skip them and flatter the step)."""
     from pipeline import classes as C
-    from pipeline.losses import alignment as al
+    from pipeline.losses import memory as memories
 
-    if hasattr(al, "HierarchyMemory"):
-        obj = getattr(cfg, "memory_size_object", 0) or getattr(al, "OBJECT_MEMORY_FACTOR", 1) * cfg.memory_size
-        mem = al.HierarchyMemory(C.NUM_CLASSES, dim, object_size=obj, background_size=cfg.memory_size).to(dev)
-        levels = {id(m): m for m in al.level_memories(mem) if m is not None}.values()
-    else:
-        mem = al.FeatureMemory(C.NUM_CLASSES, cfg.memory_size, dim).to(dev)
-        levels = [mem]
+    obj = cfg.memory_size_object or memories.OBJECT_MEMORY_FACTOR * cfg.memory_size
+    mem = memories.HierarchyMemory(C.NUM_CLASSES, dim, object_size=obj, background_size=cfg.memory_size).to(dev)
+    levels = {id(m): m for m in memories.level_memories(mem) if m is not None}.values()
     g = torch.Generator(device=dev).manual_seed(0)
     for m in levels:
         for c in range(C.NUM_CLASSES):

@@ -40,6 +40,8 @@ from pipeline.errors import PhfaError
 from pipeline.inference import upsample, use_bf16, use_channels_last
 from pipeline.losses import adversarial as adv
 from pipeline.losses import alignment as al
+from pipeline.losses import memory as memories
+from pipeline.losses import regions
 from pipeline.losses.maxsquare import class_balanced_max_square
 from pipeline.models.discriminator import OutputDiscriminator
 from pipeline.runtime import checkpoint, distributed
@@ -356,7 +358,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
              last_good=out / layout.LAST if (out / layout.LAST).is_file() else None)
         state.history.append({**ph.describe(),
                               "memory_counts": memory.counts() if memory is not None else None,
-                              "participation": al.participation(memory, C.CLASS_NAMES),
+                              "participation": memories.participation(memory, C.CLASS_NAMES),
                               "seconds": round(time.time() - t0, 1)})
         if average is not None:  # the phase's result is the average; the batch counters stay the model's
             with torch.no_grad():
@@ -381,14 +383,14 @@ def weight_average(cfg: TrainConfig, model: torch.nn.Module, iters: int,
     return AveragedModel(model, device=device, use_buffers=True), iters - n
 
 
-def hierarchy_memory(cfg: TrainConfig, align, dim: int, device: torch.device) -> al.HierarchyMemory | None:
+def hierarchy_memory(cfg: TrainConfig, align, dim: int, device: torch.device) -> memories.HierarchyMemory | None:
     """The source memories of a phase aligning `align`: one per level (things: Eq. 1, stuff:
     Eq. 5), each with its own size; None when the phase uses neither level."""
     if "object" not in align and "background" not in align:
         return None
-    return al.HierarchyMemory(
+    return memories.HierarchyMemory(
         C.NUM_CLASSES, dim,
-        object_size=(cfg.memory_size_object or al.OBJECT_MEMORY_FACTOR * cfg.memory_size) if "object" in align else 0,
+        object_size=(cfg.memory_size_object or memories.OBJECT_MEMORY_FACTOR * cfg.memory_size) if "object" in align else 0,
         background_size=cfg.memory_size if "background" in align else 0).to(device)
 
 
@@ -427,13 +429,13 @@ def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it
 
     # --- source side of the hierarchy: fill the feature memories (Eq. 1, 4, 5); detached.
     # `memory` is a HierarchyMemory (one ring per level) or a single FeatureMemory for both.
-    obj_mem, back_mem = al.level_memories(memory)
+    obj_mem, back_mem = memories.level_memories(memory)
     if memory is not None:
         # SIM's check: store a pooled feature only if the classifier predicts its class
         classifier = getattr(model, "module", model).classifier if cfg.memory_classifier_check else None
         with torch.no_grad():
-            ys_f = al.downsample_labels(ys, fs.shape[-2:])
-            correct = al.correct_map(ls.argmax(1), ys_f)
+            ys_f = regions.downsample_labels(ys, fs.shape[-2:])
+            correct = regions.correct_map(ls.argmax(1), ys_f)
             if "object" in ph.align:
                 al.update_memory_objects(fs.float(), correct, obj_mem, top_k=cfg.object_top_k,
                                          classifier=classifier)
@@ -470,7 +472,7 @@ def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it
             # --- object (Eq. 1) and background (Eq. 6) levels against the memory
             if memory is not None:
                 if ph.target_labels:  # Eq. 11: classes from pseudo-labels
-                    tmap = al.downsample_labels(yt, ft.shape[-2:])
+                    tmap = regions.downsample_labels(yt, ft.shape[-2:])
                 else:
                     tmap = lt.detach().argmax(1)
                 # Eq. 1: sum over images and classes of per-class means; Eq. 6: sum over images and classes

@@ -14,6 +14,7 @@ from pipeline.train import hierarchy_memory
 from pipeline.config import TrainConfig, preset
 from pipeline.errors import PhfaError
 from pipeline.losses import alignment as al
+from pipeline.losses import memory as memories
 from pipeline.losses.maxsquare import class_balanced_max_square
 from pipeline.losses.perceptual import SegPerceptualLoss
 from pipeline.models.deeplab import build_deeplab
@@ -101,7 +102,7 @@ def test_run_builds_one_memory_per_level_and_saves_both(tmp_path):
     assert mem["objects.bank"].shape == (19, 30, 512) and mem["background.bank"].shape == (19, 3, 512)
     counts = state.history[0]["memory_counts"]
     assert len(counts) == 19 and counts == (mem["objects.count"] + mem["background.count"]).tolist()
-    restored = al.HierarchyMemory(19, 512, object_size=30, background_size=3)
+    restored = memories.HierarchyMemory(19, 512, object_size=30, background_size=3)
     restored.load_state_dict(mem)  # what a --resume does
     # memory_size_object overrides the 10 w rule; a single level builds only its memory
     cfg2 = dataclasses.replace(cfg, memory_size_object=7)
@@ -127,7 +128,7 @@ def test_train_step_classifier_check_switch(monkeypatch):
     for check in (True, False):
         cfg = dataclasses.replace(preset("toy"), memory_classifier_check=check)
         opt = torch.optim.SGD(model.param_groups(0.0), lr=0.0)
-        mem = al.HierarchyMemory(19, model.feature_dim, object_size=4, background_size=0)
+        mem = memories.HierarchyMemory(19, model.feature_dim, object_size=4, background_size=0)
         src, tgt = _Tiny(), _Tiny(labels=False)
         stream = iter([(src.x, src.y, ["a", "b"])] * 2)
         tstream = iter([(tgt.x, tgt.y, ["a", "b"])] * 2)

@@ -13,25 +13,38 @@ from pipeline.losses.adversarial import (
     discriminator_loss,
     generator_adv_loss,
 )
+from pipeline.classes import STUFF_CLASSES, THING_CLASSES
 from pipeline.losses.alignment import (
-    FeatureMemory,
-    HierarchyMemory,
     background_loss,
-    class_features,
+    nearest_l1,
+    object_loss,
+    update_memory_background,
+    update_memory_objects,
+)
+from pipeline.losses.memory import FeatureMemory, HierarchyMemory, level_memories, participation
+from pipeline.losses.regions import (
+    class_means,
     correct_map,
     downsample_labels,
     largest_per_group,
-    level_memories,
-    nearest_l1,
-    object_features,
-    object_loss,
+    object_means,
     pooled_logits,
-    update_memory_background,
-    update_memory_objects,
 )
 from pipeline.losses.maxsquare import class_balanced_max_square
 
 CAR, PERSON, ROAD, SKY = 13, 11, 0, 10
+
+
+def object_features(feats, label_map, classes=THING_CLASSES, connectivity=2, top_k=0):
+    """(class, masked-average feature) of each kept component, in the order object_means finds them."""
+    cls, _, means = object_means(feats, label_map, classes, connectivity, top_k)
+    return [(int(c), means[i]) for i, c in enumerate(cls)]
+
+
+def class_features(feats, label_map, classes=STUFF_CLASSES):
+    """(class, class-averaged feature) per image and class present."""
+    cls, _, means = class_means(feats, label_map, classes)
+    return [(int(c), means[i]) for i, c in enumerate(cls)]
 
 
 # ----------------------------------------------------------------------------- adversarial
@@ -499,8 +512,6 @@ def test_hierarchy_memory_levels_state_dict_and_counts():
 def test_memory_records_which_classes_took_part():
     """`joined` marks a class once it contributes a term (its ring full under the gate), never before."""
     from pipeline.classes import CLASS_NAMES
-    from pipeline.losses.alignment import participation
-
     mem = HierarchyMemory(num_classes=19, dim=2, object_size=2, background_size=2)
     obj, _ = level_memories(mem)
     obj.push(CAR, torch.ones(2, 2))            # full

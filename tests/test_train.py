@@ -11,6 +11,8 @@ from pipeline.data import pngio
 from pipeline.data.dataconfig import DomainSpec
 from pipeline.data.datasets import SegDataset
 from pipeline.losses import alignment as al
+from pipeline.losses import memory as memories
+from pipeline.losses import regions
 from pipeline.models.deeplab import build_deeplab
 
 
@@ -130,10 +132,11 @@ def test_components_are_numbered_per_image_in_a_batch():
     lm[0, 0, 0] = car          # one pixel in image 0
     lm[1, 2:, 2:] = car        # a 2x2 car in image 1 ...
     lm[1, 0, 0] = car          # ... and a separate one-pixel car, not 8-connected to it
-    out = al.object_features(feats, lm, classes=[car])
+    cls, _, means = regions.object_means(feats, lm, [car], 2, 0)
+    out = list(zip(cls.tolist(), means))
     assert [c for c, _ in out] == [car, car, car]
     assert sorted(float(f[0]) for _, f in out) == [1.0, 5.0, 7.0]
-    mem = al.FeatureMemory(19, size=4, dim=1)
+    mem = memories.FeatureMemory(19, size=4, dim=1)
     assert al.update_memory_objects(feats, lm, mem, classes=[car]) == 3
     assert mem.counts()[car] == 3
 
@@ -155,7 +158,7 @@ def _one_step(ph, cfg, seed=0):
     D = train.OutputDiscriminator(19) if ph.adversarial else None
     opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=0.9)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-4) if D is not None else None
-    mem = al.FeatureMemory(19, 4, model.feature_dim) if ph.align else None
+    mem = memories.FeatureMemory(19, 4, model.feature_dim) if ph.align else None
     tgt = _Stream(xt, torch.full((2, 32, 64), 255)) if ph.needs_target else None
     out = train.train_step(cfg, model, D, opt, opt_d, mem, ph, _Stream(xs, ys), tgt, torch.device("cpu"), False)
     return model.state_dict(), out
@@ -201,7 +204,7 @@ def test_channels_last_on_cpu_is_the_same_step_in_another_layout():
         D = train.OutputDiscriminator(19)
         opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=0.9)
         opt_d = torch.optim.Adam(D.parameters(), lr=1e-4)
-        mem = al.FeatureMemory(19, 4, model.feature_dim)
+        mem = memories.FeatureMemory(19, 4, model.feature_dim)
         out = train.train_step(cfg, model, D, opt, opt_d, mem, ph, _Stream(xs, ys),
                                _Stream(xt, torch.full((2, 32, 64), 255)), cpu, False)
         conv = next(p for n, p in model.named_parameters() if p.dim() == 4)
