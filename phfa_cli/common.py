@@ -7,6 +7,9 @@ import traceback
 import warnings
 
 import contextvars
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -94,3 +97,11 @@ def stages_table(results: list[dict], title: str) -> Table:
     t.add_row(f"[bold]mIoU ({results[0]['classes']})[/]", *[f"[bold]{m['miou']:.2f}[/]" for m in results])
     t.add_row("pixel acc.", *[f"{m['pixel_acc']:.2f}" for m in results])
     return t
+
+
+# options several commands share
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Data config (TOML); default ./phfa-data.toml.")]
+RunOpt = Annotated[Path, typer.Option("--run", help="Run folder: runs/<name>.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="auto (paper on a CUDA machine, toy on a CPU-only one) | paper (Table I, GPU) | toy (CPU, toytown).")]
+PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", help="Initial weights: imagenet | none | PATH to a local state dict (default: the preset's; the toy preset starts aligning stages from the run's source-only stage).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a preset field: key=value (repeatable).")]

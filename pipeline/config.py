@@ -183,6 +183,19 @@ def apply_overrides(cfg, pairs: list[str]):
     return out
 
 
+def configure(cfg, sets=(), **options):
+    """`cfg` with the user's `--set key=value` strings applied, then a command's own options, given
+    as typed field values (None = the option was not given), applied on top; validated once more."""
+    cfg = apply_overrides(cfg, list(sets or []))
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(cfg)})
+    if unknown:
+        raise TypeError(f"{type(cfg).__name__} has no field {unknown[0]}")
+    out = dataclasses.replace(cfg, **given)
+    validate(out)
+    return out
+
+
 # The range of every numeric field, in one place: (minimum, what it means). Sizes are checked per side.
 _AT_LEAST = {
     "batch_size": 1, "iters": 1, "log_every": 1, "ckpt_every": 1, "preview_every": 1, "workers": 0,
