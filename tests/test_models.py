@@ -12,7 +12,7 @@ import torch.nn as nn
 import torchvision
 
 from pipeline.errors import PhfaError
-from pipeline.models import deeplab
+from pipeline.models import weights
 from pipeline.models.deeplab import DeepLabV2, build_deeplab
 from pipeline.models.discriminator import OutputDiscriminator
 
@@ -140,7 +140,7 @@ def test_imagenet_offline_raises_phfa_error(monkeypatch):
 def test_imagenet_from_hub_cache(tmp_path, monkeypatch):
     # A file already in the torch hub cache is used without any download.
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
-    name = os.path.basename(deeplab._imagenet_url("resnet18"))
+    name = os.path.basename(weights.imagenet_url("resnet18"))
     (tmp_path / "checkpoints").mkdir()
     ref = torchvision.models.resnet18(weights=None)
     torch.save(ref.state_dict(), tmp_path / "checkpoints" / name)
@@ -164,7 +164,7 @@ def test_short_trunk_is_resnet18_without_layer4(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
     ref = torchvision.models.resnet18(weights=None)
-    torch.save(ref.state_dict(), tmp_path / "checkpoints" / os.path.basename(deeplab._imagenet_url("resnet18-l3")))
+    torch.save(ref.state_dict(), tmp_path / "checkpoints" / os.path.basename(weights.imagenet_url("resnet18")))
     with pytest.warns(UserWarning, match="unexpected"):
         model = build_deeplab("resnet18-l3", pretrained="imagenet")
     assert torch.equal(model.backbone.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)

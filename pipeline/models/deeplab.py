@@ -33,13 +33,10 @@ Choices where the paper is silent:
   add a row or column (720 rows: 91 instead of 90). Logits are upsampled to the label size and
   label maps downsampled to the feature size, so both sizes work everywhere.
 - Pretrained ImageNet weights are torchvision's IMAGENET1K_V1 (V2 is a different training
-  recipe). The reference init is loaded with ``--pretrained PATH`` (``load_weights``).
+  recipe). The reference init is loaded with ``--pretrained PATH`` (``weights.load_weights``).
 """
 from __future__ import annotations
 
-import os
-import warnings
-from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -50,6 +47,7 @@ from pipeline.config import BN_MODES
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PhfaError
 from pipeline.models import effnet
+from pipeline.models.weights import fetch_imagenet, load_weights, read_state_dict
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet18-l3", "resnet50", "resnet101", *effnet.TRUNKS)
 # Trunks that stop after layer3, with the torchvision network they are cut from. Not DeepLab-v2:
@@ -59,13 +57,9 @@ SHORT_TRUNKS: dict[str, str] = {"resnet18-l3": "resnet18"}
 FEATURE_DIM: dict[str, int] = {"resnet18": 512, "resnet18-l3": 256, **effnet.FEATURE_DIM}   # others: 2048
 ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
 
-# Fewer matching backbone tensors than this fraction means the file is some other network.
-MIN_MATCH_FRACTION = 0.5
-
 VARIANTS: tuple[str, ...] = ("torchvision", "caffe")
 # Caffe's per-channel mean in B, G, R order, on 0-255 pixel values (DeepLab-v2, AdaptSegNet, SIM...).
 CAFFE_MEAN_BGR: tuple[float, float, float] = (104.00698793, 116.66876762, 122.67891434)
-CAFFE_PREFIX = "Scale."
 
 
 class ASPPClassifier(nn.Module):
@@ -285,180 +279,6 @@ class DeepLabV2(nn.Module):
         ]
 
 
-# ----------------------------------------------------------------------------- weight loading
-
-
-def _imagenet_url(backbone: str) -> str:
-    backbone = SHORT_TRUNKS.get(backbone, backbone)   # a short trunk loads its first three stages
-    weights = {
-        "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-        "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-        "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-    }[backbone]
-    return weights.url
-
-
-def _fetch_imagenet(backbone: str) -> dict:
-    """torchvision's ImageNet state dict: from the torch hub cache if present, else downloaded."""
-    url = _imagenet_url(backbone)
-    try:
-        # Looked up on torch.hub at call time (tests replace it); the cache is checked first.
-        return torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", progress=False, check_hash=True, weights_only=True
-        )
-    except Exception as exc:  # URLError, timeouts, hash mismatch, a corrupt cached file
-        raise PhfaError(
-            f"the ImageNet weights for {backbone} could not be downloaded from {url} ({exc}); "
-            f"pass --pretrained PATH to a local state dict or --pretrained none"
-        ) from exc
-
-
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise PhfaError(f"pretrained weights file {path} does not exist: pass an existing state dict, "
-                        f"--pretrained imagenet or --pretrained none")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PhfaError(f"{path} is not a readable PyTorch state dict ({type(exc).__name__})") from exc
-    # Accept a phfa checkpoint (a dict of state dicts) by taking its model entry.
-    if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("model", "state_dict", "seg", "segmentor"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise PhfaError(f"{path} does not hold a state dict (found {type(obj).__name__})")
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise PhfaError(f"{path} does not hold a state dict (no tensors in it)")
-    return tensors
-
-
-def is_caffe_layout(state: Mapping[str, torch.Tensor]) -> bool:
-    """True for the reference init's layout: its tensor keys start with ``Scale.``."""
-    return any((k[len("module."):] if k.startswith("module.") else k).startswith(CAFFE_PREFIX) for k in state)
-
-
-def _caffe_key(k: str) -> str:
-    """``Scale.layer5.conv2d_list.i.*`` -> ``classifier.branches.i.*``; ``Scale.X`` -> ``backbone.X``.
-
-    The reference file names its trunk like torchvision (conv1, bn1, layerN.M.conv1..conv3,
-    bn1..bn3, downsample.0 / downsample.1) and its ASPP classifier on layer4 ``layer5``
-    (``conv2d_list.0..3``, dilations 6/12/18/24, weight and bias).
-    """
-    k = k[len(CAFFE_PREFIX):]
-    if k.startswith("layer5.conv2d_list."):
-        return "classifier.branches." + k[len("layer5.conv2d_list."):]
-    return "backbone." + k
-
-
-def _normalise_keys(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Map keys to DeepLabV2 names; returns (mapped, ignored).
-
-    Accepted forms: torchvision ResNet keys (``layer1.0.conv1.weight``), the same with a
-    ``backbone.`` prefix, a full DeepLabV2 state dict, or the Caffe layout of the reference
-    init (``Scale.``-prefixed, see ``_caffe_key``); a DDP ``module.`` prefix is stripped.
-    torchvision's ``fc.*`` and EfficientNet-Lite0's head (``_conv_head``, ``_bn1``, ``_fc``) are ImageNet heads:
-    ignored, not reported as unexpected.
-    """
-    mapped: dict[str, torch.Tensor] = {}
-    ignored: list[str] = []
-    for key, value in state.items():
-        k = key[len("module."):] if key.startswith("module.") else key
-        if k.startswith(CAFFE_PREFIX):
-            mapped[_caffe_key(k)] = value
-            continue
-        if (k.startswith("fc.") or k.startswith("backbone.fc.")
-                or k.startswith(effnet.HEAD_PREFIXES) or k.startswith(tuple("backbone." + h for h in effnet.HEAD_PREFIXES))):
-            ignored.append(key)
-            continue
-        if not (k.startswith("backbone.") or k.startswith("classifier.") or k == "variant_id"):
-            k = "backbone." + k
-        mapped[k] = value
-    return mapped, ignored
-
-
-def _not_a_weight(k: str) -> bool:
-    # Counters and the variant flag: neither counted as matched nor reported missing.
-    return k.endswith("num_batches_tracked") or k == "variant_id"
-
-
-# Blocks in layer3 per backbone: tells a resnet101 file from a resnet50 one by its keys.
-_LAYER3_BLOCKS = {"resnet18": 2, "resnet18-l3": 2, "resnet50": 6, "resnet101": 23}
-
-
-def _layer3_blocks(keys) -> int:
-    blocks = {k.split(".")[2] for k in keys if k.startswith("backbone.layer3.")}
-    return len(blocks)
-
-
-def load_weights(model: DeepLabV2, state: Mapping[str, torch.Tensor], source: str) -> dict:
-    """Load the tensors of ``state`` that match ``model`` by name and shape; return a report.
-
-    A Caffe-layout file (the reference ``DeepLab_resnet_pretrained_init-f81d91e8.pth``: keys
-    ``Scale.*``) switches the model to the "caffe" variant first (stride placement and input
-    convention, see the module docstring) and must have the backbone's depth; its classifier
-    (``layer5``, trained for another class count) is reported as mismatched and left at its
-    initialisation.
-
-    Raises PhfaError naming ``source`` when fewer than half of the backbone tensors match
-    (``num_batches_tracked`` counters are not counted: older torchvision files lack them).
-    """
-    caffe = is_caffe_layout(state)
-    mapped, ignored = _normalise_keys(state)
-    own = model.state_dict()
-    if caffe:
-        file_blocks, own_blocks = _layer3_blocks(mapped), _layer3_blocks(own)
-        if file_blocks and file_blocks != own_blocks:
-            depth = next((b for b, n in _LAYER3_BLOCKS.items() if n == file_blocks), None)
-            hint = f"pass --backbone {depth}" if depth else "it fits none of " + ", ".join(BACKBONES)
-            raise PhfaError(
-                f"{source} is a Caffe-layout DeepLab-v2 state dict whose layer3 has {file_blocks} blocks, but "
-                f"{model.backbone_name} has {own_blocks}: {hint}"
-            )
-        model.set_variant("caffe")
-    usable = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
-    mismatched = sorted(k for k, v in mapped.items() if k in own and own[k].shape != v.shape)
-    unexpected = sorted(k for k in mapped if k not in own)
-    missing = sorted(k for k in own if k not in usable and not _not_a_weight(k))
-
-    backbone_keys = [k for k in own if k.startswith("backbone.") and not _not_a_weight(k)]
-    matched_backbone = sum(1 for k in backbone_keys if k in usable)
-    if matched_backbone < MIN_MATCH_FRACTION * len(backbone_keys):
-        if caffe:
-            model.set_variant("torchvision")
-        layout = "Caffe-layout (Scale.*) " if caffe else ""
-        raise PhfaError(
-            f"{source} matches only {matched_backbone} of {len(backbone_keys)} {model.backbone_name} backbone "
-            f"tensors: it is not a {layout}state dict for this backbone"
-        )
-    model.load_state_dict(usable, strict=False)
-    report = {
-        "source": source,
-        # Counts leave out the num_batches_tracked counters, as the 50 % rule does.
-        "matched": sum(1 for k in usable if not _not_a_weight(k)),
-        "matched_backbone": matched_backbone,
-        "backbone_total": len(backbone_keys),
-        "missing": missing,
-        "unexpected": unexpected,
-        "mismatched": mismatched,
-        "ignored": ignored,
-        "layout": "caffe" if caffe else "torchvision",
-        "variant": model.variant,
-    }
-    # Missing classifier tensors are normal (backbone-only files); anything else deserves a word.
-    missing_backbone = [k for k in missing if k.startswith("backbone.")]
-    if missing_backbone or unexpected or mismatched:
-        warnings.warn(
-            f"{source}: loaded {report['matched']} tensors; {len(missing_backbone)} backbone tensors missing, "
-            f"{len(unexpected)} unexpected, {len(mismatched)} of another shape "
-            f"(see model.load_report)",
-            stacklevel=2,
-        )
-    return report
-
-
 def build_deeplab(
     backbone: str = "resnet101",
     num_classes: int = 19,
@@ -480,12 +300,12 @@ def build_deeplab(
         return model
     if pretrained == "imagenet" and backbone in effnet.TRUNKS:
         path = effnet.imagenet_weights_path()
-        model.load_report = load_weights(model, _read_state_dict(path), f"ImageNet weights for {backbone} ({path})")
+        model.load_report = load_weights(model, read_state_dict(path), f"ImageNet weights for {backbone} ({path})")
         return model
     if pretrained == "imagenet":
-        state = _fetch_imagenet(backbone)
+        state = fetch_imagenet(SHORT_TRUNKS.get(backbone, backbone))   # a short trunk loads its first three stages
         model.load_report = load_weights(model, state, f"torchvision ImageNet weights for {backbone}")
         return model
-    state = _read_state_dict(pretrained)
+    state = read_state_dict(pretrained)
     model.load_report = load_weights(model, state, str(pretrained))
     return model

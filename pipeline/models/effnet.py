@@ -29,7 +29,7 @@ Choices the weights file leaves open:
   ImageNet-normalised RGB tensor every phfa caller feeds to that inside ``forward``.
 - BatchNorm eps 1e-3 (the weights' training value); momentum PyTorch's default.
 Parameter names are the weights file's (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``...),
-so the file loads by name through ``deeplab.load_weights``.
+so the file loads by name through ``weights.load_weights``.
 """
 from __future__ import annotations
 
