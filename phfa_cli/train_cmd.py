@@ -43,7 +43,7 @@ def _option_fields(iters=None, seed=None, precision=None, pretrained=None) -> di
 def _run_training(fn):
     """Run a training stage with a progress reporter; Ctrl-C prints the resume command (exit 130)."""
     from phfa_cli.reporting import make_reporter
-    from pipeline.train import Interrupted
+    from pipeline.runtime.loop import Interrupted
 
     rep = make_reporter()
     try:

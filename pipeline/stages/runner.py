@@ -39,6 +39,7 @@ from pipeline.runtime.atomic import write_json
 from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir, now, sha256
 from pipeline.runtime import layout
+from pipeline.runtime.loop import Interrupted
 
 
 @dataclass
@@ -164,7 +165,7 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
         try:
             state = train.run(cfg, model, plan.phases, plan.data, sd.path, reporter, state=state, resume=ck,
                               device=device, arch=segmentor.arch_of(cfg))
-        except train.Interrupted as e:
+        except Interrupted as e:
             if main:
                 e.restored = sd.interrupt(interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
             raise
@@ -181,14 +182,14 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
         try:
             m = evaluate_target(model, data, plan.target, cfg, device, reporter=reporter)
         except KeyboardInterrupt:
-            e = train.Interrupted(sd.path / layout.LAST, 0, "evaluation")
+            e = Interrupted(sd.path / layout.LAST, 0, "evaluation")
             e.restored = sd.interrupt(interrupted_at={"phase": "evaluation", "iter": 0})
             raise e from None
         if m is not None:
             write_json(sd.path / layout.METRICS, m)
         return sd.finish(outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / layout.LAST)},
                          metrics={"target_val_miou": m["miou"]} if m else {})
-    except train.Interrupted:
+    except Interrupted:
         raise
     except BaseException:
         if main and sd.restore():  # --force: the replaced stage comes back

@@ -38,6 +38,7 @@ from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir, now, sha256
 from pipeline import train as T
 from pipeline.runtime import layout
+from pipeline.runtime.loop import Interrupted, loop, truncate_jsonl
 
 _GTA_PALETTE = C.label_id_palette()
 
@@ -168,10 +169,10 @@ def translate(data: DataConfig, run: Path, source: str, target: str | None, cfg:
         return _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg, seg_checkpoint,
                           resuming, reporter, device)
     except KeyboardInterrupt:
-        e = T.Interrupted(sd.path / layout.LAST, 0, "write")
+        e = Interrupted(sd.path / layout.LAST, 0, "write")
         e.restored = sd.interrupt(interrupted_at={"phase": "write", "iter": 0})
         raise e from None
-    except T.Interrupted as e:
+    except Interrupted as e:
         e.restored = sd.interrupt(interrupted_at={"phase": e.phase, "iter": e.it})
         raise
     except BaseException:
@@ -215,7 +216,7 @@ def _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg
 
 def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDir, seg_ckpt, resuming,
                     reporter: Reporter, device) -> tuple[CycleGAN, dict]:
-    """Train the CycleGAN through the shared loop machinery (`pipeline.train.loop`): LambdaLR
+    """Train the CycleGAN through the shared loop machinery (`pipeline.runtime.loop`): LambdaLR
     schedules saved in last.pt, NaN check, metric lines, snapshots, Ctrl-C between iterations."""
     from pipeline.losses.perceptual import SegPerceptualLoss
 
@@ -240,7 +241,7 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
         gan.load_pools_state_dict(ck["pools"])
         rng = ck["rng"]
         start = ck["iter"]
-        T.truncate_jsonl(sd.path / layout.METRIC_ROWS, lambda r: r.get("iter", 0) <= start)
+        truncate_jsonl(sd.path / layout.METRIC_ROWS, lambda r: r.get("iter", 0) <= start)
     perceptual = None
     if seg_ckpt is not None:
         seg, _ = load_segmentor(seg_ckpt, "--seg-checkpoint", expect_classes=C.NUM_CLASSES)
@@ -276,7 +277,7 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
     if rng is not None:  # last: everything built above may draw from the global RNG
         torch.set_rng_state(rng)
     t0 = time.time()
-    T.loop("cyclegan", start, cfg.iters, step, schedulers=schedulers, reporter=reporter, log_every=cfg.log_every,
+    loop("cyclegan", start, cfg.iters, step, schedulers=schedulers, reporter=reporter, log_every=cfg.log_every,
            ckpt_every=cfg.ckpt_every, snapshot=snapshot, metrics_path=sd.path / layout.METRIC_ROWS, record={},
            check_every_step=device.type == "cpu",
            last_good=sd.path / layout.LAST if (sd.path / layout.LAST).is_file() else None)
