@@ -1,15 +1,17 @@
-"""The report rendered: one self-contained HTML page and its Markdown twin."""
+"""The report rendered through two Jinja2 templates: one self-contained HTML page (every figure embedded
+as a data: URI, inline CSS) and its Markdown twin linking the figure files."""
 from __future__ import annotations
 
 import base64
-import html
 import math
 import re
 from pathlib import Path
 
+import jinja2
+from markupsafe import Markup, escape
+
 from pipeline.data import pngio
 from pipeline.stages.report.content import Cell, Figure, Para, Section, Table
-
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1200px;
@@ -26,82 +28,109 @@ p.warn{color:#8a4b00;background:#fff4e0;border-left:3px solid #e39b2d;padding:4p
 """
 
 
-def _inline_html(text: str) -> str:
-    t = html.escape(text)
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{{ title }}</title><style>{{ css }}</style></head><body>
+<h1>{{ title }}</h1>
+<nav>{% for s in sections[1:] %}<a href="#{{ s.id }}">{{ s.title }}</a>{% endfor %}</nav>
+{% for s in sections -%}
+<section id="{{ s.id }}"><h2>{{ s.title }}</h2>
+{% for b in s.blocks -%}
+{% if b is para -%}
+<p{% if b.cls %} class="{{ b.cls }}"{% endif %}>{{ b.text | inline }}</p>
+{% elif b is table -%}
+<div class="scroll"><table{% if b.id %} id="{{ b.id }}"{% endif %}>{% if b.caption %}<caption>{{ b.caption }}</caption>{% endif -%}
+<tr>{% for c in b.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{%- for r in b.rows %}<tr{% if b.keys and loop.index0 < b.keys | length %} data-stage="{{ b.keys[loop.index0] }}"{% endif %}>
+{%- for c in r %}<td{{ cell_class(c, loop.first) }}>{% if c.bold %}<b>{{ c.text }}</b>{% else %}{{ c.text }}{% endif %}</td>{% endfor %}</tr>
+{%- endfor %}</table></div>
+{% elif b is figure -%}
+<figure><img src="{{ b | data_uri }}"{{ b | enlarge }} alt="{{ b.caption }}"><figcaption>{{ b.caption }}</figcaption></figure>
+{% endif -%}
+{% endfor -%}
+</section>
+{% endfor -%}
+</body></html>
+"""
 
+MARKDOWN = """# {{ title }}
 
-def _td(c: Cell, first: bool = False) -> str:
-    cls = "" if first or _numeric(c.text) else ' class="c"' if len(c.text) <= 3 else ' class="t"'
-    t = html.escape(c.text)
-    return f"<td{cls}><b>{t}</b></td>" if c.bold else f"<td{cls}>{t}</td>"
+{% for s in sections -%}
+## {{ s.title }}
 
+{% for b in s.blocks -%}
+{% if b is para -%}
+{% if b.cls == "warn" %}> {% endif %}{% if b.cls == "note" %}_{{ b.text }}_{% else %}{{ b.text }}{% endif %}
 
-def render_html(title: str, sections: list[Section]) -> str:
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width,initial-scale=1">',
-             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             "<nav>" + "".join(f'<a href="#{html.escape(s.id)}">{html.escape(s.title)}</a>' for s in sections[1:])
-             + "</nav>"]
-    for s in sections:
-        parts.append(f'<section id="{html.escape(s.id)}"><h2>{html.escape(s.title)}</h2>')
-        for b in s.blocks:
-            if isinstance(b, Para):
-                cls = f' class="{b.cls}"' if b.cls else ""
-                parts.append(f"<p{cls}>{_inline_html(b.text)}</p>")
-            elif isinstance(b, Table):
-                tid = f' id="{html.escape(b.id)}"' if b.id else ""
-                rows = ["<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in b.columns) + "</tr>"]
-                for i, r in enumerate(b.rows):
-                    key = f' data-stage="{html.escape(b.keys[i])}"' if b.keys and i < len(b.keys) else ""
-                    rows.append(f"<tr{key}>" + "".join(_td(c, j == 0) for j, c in enumerate(r)) + "</tr>")
-                cap = f"<caption>{html.escape(b.caption)}</caption>" if b.caption else ""
-                parts.append(f'<div class="scroll"><table{tid}>{cap}' + "".join(rows) + "</table></div>")
-            elif isinstance(b, Figure):
-                uri = "data:image/png;base64," + base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
-                size = ""
-                if b.min_width:
-                    w, _ = pngio.image_size(b.path)
-                    if 0 < w < b.min_width:
-                        size = f' width="{w * math.ceil(b.min_width / w)}" class="px"'
-                parts.append(f'<figure><img src="{uri}"{size} alt="{html.escape(b.caption)}">'
-                             f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+{% elif b is table -%}
+{% if b.caption %}_{{ b.caption }}_
+
+{% endif -%}
+| {{ b.columns | map("md") | join(" | ") }} |
+|{% for numeric in numeric_columns(b) %}{{ " ---: " if numeric else " --- " }}|{% endfor %}
+{% for r in b.rows -%}
+| {{ r | map("md_cell") | join(" | ") }} |
+{% endfor %}
+{% elif b is figure -%}
+![{{ b.caption | replace("[", "(") | replace("]", ")") }}]({{ b | relative }})
+
+_{{ b.caption }}_
+
+{% endif -%}
+{% endfor -%}
+{% endfor -%}
+"""
 
 
 def _numeric(text: str) -> bool:
     return bool(re.fullmatch(r"[+-]?[0-9.]+( %)?|—|", text.strip()))
 
 
-def _md_cell(c: Cell) -> str:
-    t = c.text.replace("|", "\\|")
-    return f"**{t}**" if c.bold and t.strip() else t
+def _inline(text: str) -> Markup:
+    """A paragraph's `code` spans and **bold**, the rest escaped."""
+    t = str(escape(text))
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    return Markup(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t))
+
+
+def _cell_class(c: Cell, first: bool) -> Markup:
+    """Numbers align right (the CSS default), short marks centre, other text left; the first column left."""
+    return Markup("" if first or _numeric(c.text) else ' class="c"' if len(c.text) <= 3 else ' class="t"')
+
+
+def _data_uri(f: Figure) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(f.path).read_bytes()).decode("ascii")
+
+
+def _enlarge(f: Figure) -> Markup:
+    """Small previews shown at an integer multiple of their width, pixelated."""
+    if f.min_width:
+        w, _ = pngio.image_size(f.path)
+        if 0 < w < f.min_width:
+            return Markup(f' width="{w * math.ceil(f.min_width / w)}" class="px"')
+    return Markup("")
+
+
+def _environment(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(autoescape=autoescape, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.tests.update(para=lambda b: isinstance(b, Para), table=lambda b: isinstance(b, Table),
+                     figure=lambda b: isinstance(b, Figure))
+    return env
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    env = _environment(autoescape=True)
+    env.filters.update(inline=_inline, data_uri=_data_uri, enlarge=_enlarge)
+    return env.from_string(HTML).render(title=title, css=Markup(_CSS), sections=sections, cell_class=_cell_class)
 
 
 def render_markdown(title: str, sections: list[Section], base: Path) -> str:
-    lines = [f"# {title}", ""]
-    for s in sections:
-        lines += [f"## {s.title}", ""]
-        for b in s.blocks:
-            if isinstance(b, Para):
-                lines += [("> " if b.cls == "warn" else "") + (f"_{b.text}_" if b.cls == "note" else b.text), ""]
-            elif isinstance(b, Table):
-                if b.caption:
-                    lines += [f"_{b.caption}_", ""]
-                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in b.columns) + " |")
-                numeric = [i > 0 and all(_numeric(r[i].text) for r in b.rows if i < len(r)) for i in range(len(b.columns))]
-                lines.append("|" + "|".join(" ---: " if n else " --- " for n in numeric) + "|")
-                for r in b.rows:
-                    lines.append("| " + " | ".join(_md_cell(c) for c in r) + " |")
-                lines.append("")
-            elif isinstance(b, Figure):
-                rel = Path(b.path).resolve().relative_to(base.resolve()).as_posix()
-                alt = b.caption.replace("[", "(").replace("]", ")")
-                lines += [f"![{alt}]({rel})", "", f"_{b.caption}_", ""]
-    return "\n".join(lines) + "\n"
-
-
+    env = _environment(autoescape=False)
+    def md(text: str) -> str:
+        return text.replace("|", "\\|")
+    env.filters.update(md=md, md_cell=lambda c: f"**{md(c.text)}**" if c.bold and c.text.strip() else md(c.text),
+                       relative=lambda f: Path(f.path).resolve().relative_to(base.resolve()).as_posix())
+    numeric_columns = lambda b: [i > 0 and all(_numeric(r[i].text) for r in b.rows if i < len(r))  # noqa: E731
+                                 for i in range(len(b.columns))]
+    return env.from_string(MARKDOWN).render(title=title, sections=sections, numeric_columns=numeric_columns)
