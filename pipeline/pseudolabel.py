@@ -63,7 +63,7 @@ from pipeline.classes import IGNORE, NUM_CLASSES
 
 __all__ = [
     "DEFAULT_BINS", "CAP", "ConfidenceHistogram", "MedianRefinement", "class_thresholds",
-    "apply_thresholds", "KeptShare", "kept_share", "PseudoLabelDiagnostic", "diagnostic",
+    "apply_thresholds", "KeptShare", "PseudoLabelDiagnostic",
 ]
 
 DEFAULT_BINS = 2 ** 16   # bin width 2**-16; bin-centre error <= 2**-17 ~ 7.6e-6
@@ -407,11 +407,6 @@ class KeptShare:
                 for c, (n, m) in enumerate(zip(self.predicted, self.kept))}
 
 
-def kept_share(pred: Array, pseudo: Array, num_classes: int = NUM_CLASSES) -> dict[int, dict[str, float | int | None]]:
-    """:class:`KeptShare` of a single (pred, pseudo) pair or batch."""
-    return KeptShare(num_classes).add(pred, pseudo).result()
-
-
 class PseudoLabelDiagnostic:
     """DIAGNOSTIC ONLY -- needs target ground truth, which adaptation never uses.
 
@@ -447,9 +442,3 @@ class PseudoLabelDiagnostic:
                     "coverage": float(self.correct[c] / self.truth[c]) if self.truth[c] else None,
                     "labelled": int(self.labelled[c]), "truth": int(self.truth[c]), "correct": int(self.correct[c])}
                 for c in range(self.num_classes)}
-
-
-def diagnostic(pseudo: Array, gt: Array, num_classes: int = NUM_CLASSES) -> dict[int, dict[str, float | int | None]]:
-    """DIAGNOSTIC ONLY (uses target ground truth; adaptation never does): precision and coverage
-    of one pseudo-label map or batch -- see :class:`PseudoLabelDiagnostic` to accumulate."""
-    return PseudoLabelDiagnostic(num_classes).add(pseudo, gt).result()

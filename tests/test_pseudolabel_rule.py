@@ -179,7 +179,7 @@ def test_apply_thresholds_by_hand():
     # comparison is in float64: float32(0.9) = 0.89999998 is below a 0.9 threshold
     assert PL.apply_thresholds(np.array([[0.9, 0.95]], np.float32), np.array([[1, 1]]), [None, 0.9]).tolist() == [[255, 1]]
     assert PL.apply_thresholds(np.array([[0.5, 0.4999]]), np.array([[1, 255]]), [None, 0.5]).tolist() == [[1, 255]]
-    ks = PL.kept_share(pred, got)
+    ks = PL.KeptShare(K).add(pred, got).result()
     assert ks[0] == {"predicted": 4, "kept": 2, "share": 0.5}
     assert ks[1] == {"predicted": 1, "kept": 1, "share": 1.0}
     assert ks[2] == {"predicted": 1, "kept": 0, "share": 0.0}
@@ -191,7 +191,7 @@ def test_diagnostic_by_hand():
                        [255, 0, 2]], np.uint8)
     gt = np.array([[0, 1, 1],
                    [0, 255, 1]], np.uint8)
-    d = PL.diagnostic(pseudo, gt)
+    d = PL.PseudoLabelDiagnostic(K).add(pseudo, gt).result()
     # class 0: labelled 0 at (0,0) gt0, (0,1) gt1, (1,1) gt void (left out) -> precision 1/2;
     #          gt 0 at (0,0), (1,0) -> coverage 1/2
     assert d[0]["precision"] == 0.5 and d[0]["coverage"] == 0.5
