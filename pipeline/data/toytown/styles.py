@@ -343,7 +343,7 @@ def _gta5_palette(rng, bias=None) -> dict:
         "weather": weather,
         # asphalt from dark to mid grey: its brighter half meets the lower end of cityscapes' road, as
         # GTA5's and Cityscapes' asphalts overlap (at 0.17-0.30 it never did, and source-only lost
-        # the target road to truck and building: docs/toytown-calibration.md §9)
+        # the target road to truck and building: docs/notes/toytown-calibration.md §9)
         "road": hsv(u(0.05, 0.12), u(0.05, 0.15), u(0.2, 0.4)),
         "sidewalk": hsv(u(0.08, 0.14), u(0.05, 0.15), u(0.55, 0.72)),
         "lane": hsv(0.13, 0.8, 0.85) if rng.random() < 0.5 else grey(0.85),

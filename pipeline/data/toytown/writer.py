@@ -22,7 +22,7 @@ from .textures import TEXTURE_SIZE, noise_bank
 
 # gta5 is the largest set, as GTA5 (24,966 images) is against Cityscapes' 2,975: with 300 scenes the
 # source-only model learned its own source barely (40 mIoU on held-out scenes) and landed on the target
-# with a seed std of 1.4; 900 scenes are part of the calibration (docs/toytown-calibration.md §8). Each set
+# with a seed std of 1.4; 900 scenes are part of the calibration (docs/notes/toytown-calibration.md §8). Each set
 # is drawn image by image, so a larger count only appends images: the first 300 are the same bytes.
 DEFAULT_COUNTS: dict[str, int] = {"unity": 200, "gta5": 900, "cityscapes_train": 150, "cityscapes_val": 150}
 FEW_SHOT = 30
