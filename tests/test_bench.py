@@ -75,10 +75,10 @@ def test_loader_speed_smoke():
     assert "prepared" in r.stdout and "pairs/s" in r.stdout
 
 
-def test_class_widths_runs_by_hand():
+def test_class_widths_runs_by_hand(monkeypatch):
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "bench"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench" / "diagnostics"))
     from class_widths import run_widths
 
     m = np.array([[1, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]], bool)
