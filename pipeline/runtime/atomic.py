@@ -2,7 +2,8 @@
 
 A crash (or a full disk) never leaves a half-written file under the final name;
 an existing file is kept until the new one is complete. A process killed mid-write leaves its
-hidden temp file (`.NAME.partial-XXXXXXXX`); `remove_temp_files` clears them when a stage opens.
+hidden temp file (`.NAME.partial-` and eight random characters); `remove_temp_files` clears
+them when a stage opens.
 """
 from __future__ import annotations
 
