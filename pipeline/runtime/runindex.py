@@ -135,24 +135,24 @@ class RunIndex:
             return "phfa"
         return "variant"
 
-    def round(self, name: str) -> int:
-        """0 for an adapt stage; a retrain stage's round along its pseudo-label chain."""
-        seen = set()
-        r, e = 0, self.entries.get(name)
-        while e is not None and e.kind == "retrain" and e.name not in seen:
-            seen.add(e.name)
-            r += 1
-            e = self.entries.get(e.from_stage or "")
-        return r
-
-    def root(self, name: str) -> str | None:
-        """The adapt stage a retrain chain starts from (the stage itself for an adapt stage)."""
-        seen = set()
+    def _chain(self, name: str) -> tuple[int, str | None]:
+        """(round, root) of a stage: a retrain's round is the number of retrain stages along its
+        pseudo-label chain, its root the adapt stage the chain starts from; (0, itself) for an
+        adapt stage. A chain that loops or loses a stage has no root."""
+        seen: set[str] = set()
         e = self.entries.get(name)
         while e is not None and e.kind == "retrain" and e.name not in seen:
             seen.add(e.name)
             e = self.entries.get(e.from_stage or "")
-        return e.name if e is not None and e.kind == "adapt" else None
+        return len(seen), (e.name if e is not None and e.kind == "adapt" else None)
+
+    def round(self, name: str) -> int:
+        """0 for an adapt stage; a retrain stage's round along its pseudo-label chain."""
+        return self._chain(name)[0]
+
+    def root(self, name: str) -> str | None:
+        """The adapt stage a retrain chain starts from (the stage itself for an adapt stage)."""
+        return self._chain(name)[1]
 
     def models(self) -> list[str]:
         """Finished training stages with a final.pt, in table order."""
@@ -201,8 +201,9 @@ class RunIndex:
     def adaptation(self) -> str | None:
         """The stage pseudo-labels come from by default: the PHFA stage, else the most recently
         finished adapt stage that is not the oracle."""
-        if self.phfa() is not None:
-            return self.phfa()
+        phfa = self.phfa()
+        if phfa is not None:
+            return phfa
         c = [n for n in self.models() if self.entries[n].kind == "adapt" and self.role(n) != "oracle"]
         return max(c, key=lambda n: (self.entries[n].finished_at, n)) if c else None
 
