@@ -1,4 +1,4 @@
-"""Peak memory of the Eq. 8 threshold pass: phfa's two-pass histogram vs the reference's keep-everything.
+"""Peak memory of the Eq. 8 threshold pass: phfa's two-pass radix select vs the reference's keep-everything.
 
     .venv/bin/python bench/pseudolabel_memory.py [--sizes 30 300 3000] [--hw 512 1024]
                                                  [--reference-max 300] [--smoke]
@@ -8,24 +8,27 @@ the second pass sees the same data: an argmax map of 32x32-pixel blocks drawn wi
 class frequencies (road ~1/3, ..., train/motorcycle ~0.1-0.3%), and float32 confidences
 1/19 + (18/19) * Beta(a_c, 1) with a per-class shape a_c in [1.5, 12] (sampled by inverse CDF).
 
-ours       pipeline.pseudolabel.class_thresholds (pass 1 histogram 19 x 2**16, pass 2 exact median).
+ours       pipeline.pseudolabel.class_thresholds on torch tensors (fixed counters, exact median).
 reference  keeps every image's confidences per class as float64, concatenates, np.median, min(0.9)
-           -- the reference code's approach. Run only for N <= --reference-max; for larger N its peak
-           is extrapolated linearly from the two largest measured N and marked "(extrapolated)".
+           -- the reference code's approach. Run only for N <= --reference-max; for larger N its
+           growth is extrapolated linearly from the two largest measured N, marked "(extrapolated)".
 
-Peak = tracemalloc's peak (numpy reports its buffers to tracemalloc; both sides run numpy on CPU),
-including one image's generation temporaries. Prints a table: N, ours peak MiB, reference peak
-MiB, max |threshold difference| (ours - reference, over classes present in both).
+Each measurement runs in its own child process: growth = peak resident set size (getrusage) minus
+the resident size after imports and a warm-up call, so torch's and numpy's allocations both count.
+Prints a table: N, ours growth MiB, reference growth MiB, max |threshold difference|.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import pseudolabel as PL  # noqa: E402
@@ -69,14 +72,33 @@ def reference(n, h, w, cap=0.9):
     return out
 
 
-def measure(fn):
-    tracemalloc.start()
+def ours(n, h, w):
+    def batches():
+        for conf, pred in factory(n, h, w)():
+            yield torch.from_numpy(conf), torch.from_numpy(pred)
+    return PL.class_thresholds(batches)
+
+
+def child(which: str, n: int, h: int, w: int) -> None:
+    """Run one side in this process and print its growth, time and thresholds as JSON."""
+    fn = ours if which == "ours" else reference
+    fn(1, 8, 8)  # warm up: first-call allocations out of the growth
+    with open("/proc/self/statm") as f:
+        before = int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
     t = time.perf_counter()
-    try:
-        res = fn()
-        return res, tracemalloc.get_traced_memory()[1] / 2 ** 20, time.perf_counter() - t
-    finally:
-        tracemalloc.stop()
+    res = fn(n, h, w)
+    seconds = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10
+    print(json.dumps({"growth_mib": peak - before, "seconds": seconds, "thresholds": [res[c] for c in range(K)]}))
+
+
+def measure(which: str, n: int, h: int, w: int):
+    r = subprocess.run([sys.executable, __file__, "--child", which, str(n), str(h), str(w)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{which} N={n} failed:\n{r.stderr}")
+    out = json.loads(r.stdout)
+    return out["thresholds"], out["growth_mib"], out["seconds"]
 
 
 def main():
@@ -86,22 +108,24 @@ def main():
     ap.add_argument("--reference-max", type=int, default=300,
                     help="run the reference only up to this N (float64 of every pixel: ~4 MiB per 512x1024 image)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code path only")
+    ap.add_argument("--child", nargs=4, metavar=("SIDE", "N", "H", "W"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.child:
+        return child(a.child[0], *map(int, a.child[1:]))
     if a.smoke:
         a.sizes, a.hw, a.reference_max = [3, 6], [32, 64], 6
     h, w = a.hw
-    print(f"Eq. 8 threshold pass, {h}x{w}, 19 classes, float32 confidences; peak = tracemalloc (numpy, CPU)")
+    print(f"Eq. 8 threshold pass, {h}x{w}, 19 classes, float32 confidences; "
+          "growth = peak RSS of a child process minus its RSS after imports")
     print(f"{'N':>6} {'ours MiB':>9} {'ours s':>7} {'reference MiB':>26} {'ref s':>7} {'max |dthr|':>11}")
     measured: list[tuple[int, float]] = []
-    PL.class_thresholds(factory(1, 8, 8)), reference(1, 8, 8)  # warm up: first-call allocations out of the peaks
     for n in a.sizes:
-        ours, ours_mib, ours_s = measure(lambda: PL.class_thresholds(factory(n, h, w)))
+        got, ours_mib, ours_s = measure("ours", n, h, w)
         if n <= a.reference_max:
-            ref, ref_mib, ref_s = measure(lambda: reference(n, h, w))
+            ref, ref_mib, ref_s = measure("reference", n, h, w)
             measured.append((n, ref_mib))
-            common = [c for c in range(K) if ours[c] is not None and ref[c] is not None]
-            assert all((ours[c] is None) == (ref[c] is None) for c in range(K))
-            diff = max(abs(ours[c] - ref[c]) for c in common)
+            assert all((got[c] is None) == (ref[c] is None) for c in range(K))
+            diff = max(abs(got[c] - ref[c]) for c in range(K) if got[c] is not None)
             ref_txt, ref_s_txt, diff_txt = f"{ref_mib:.1f}", f"{ref_s:.1f}", f"{diff:.1e}"
         elif len(measured) >= 2:
             (n0, m0), (n1, m1) = measured[-2], measured[-1]

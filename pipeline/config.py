@@ -14,6 +14,7 @@ from pipeline.errors import PhfaError
 
 ALIGN_LEVELS = ("object", "category", "background")
 BN_MODES = ("reference", "frozen", "trainable")   # how BatchNorm trains (models/deeplab.py)
+SOURCE_ONLY = "source-only"   # init_stage: the run's source-only stage, found by the run index
 
 
 @dataclass
@@ -26,7 +27,7 @@ class TrainConfig:
     bn: str = "reference"                    # BatchNorm: reference = affine frozen, batch statistics in training,
                                              # running statistics updated (AdaptSegNet, ADVENT, BDL, SIM: paper) |
                                              # frozen = eval mode, statistics kept | trainable (toy, batch 4)
-    init_stage: str = ""                     # a stage of the same run whose final.pt starts every *aligning* stage
+    init_stage: str = ""                     # "source-only" (the run's source-only stage) or a stage folder: its final.pt starts every *aligning* stage
                                              # (adversarial or hierarchy; retrain starts there again) instead of
                                              # `pretrained`. toy: the source-only stage, a source warm-up (set when
                                              # the toy trained from scratch); "" = pretrained (paper)
@@ -112,7 +113,7 @@ PRESETS: dict[str, dict] = {
                 source_size=(240, 132), target_size=(256, 128), batch_size=4, hflip=True, photometric=True,
                 workers=0, cache=True, iters=1000, aux_share=0.5, poly_iters=0, optimizer="adamw", lr=2e-3,
                 lr_d=1e-4, d_ndf=32, log_every=50, ckpt_every=250,
-                init_stage="adapt-noadv-nohier", init_iters=500, lambda_adv=0.001),
+                init_stage=SOURCE_ONLY, init_iters=500, lambda_adv=0.001),
 }
 
 
@@ -283,7 +284,8 @@ def validate(cfg) -> None:
         raise PhfaError(f"poly_iters {cfg.poly_iters} is shorter than iters {longest}: the learning rate would "
                         f"reach 0 before the end; set poly_iters=0 (decay over iters) or at least {longest}")
     if cfg.init_stage and any(c in cfg.init_stage for c in "/\\") or cfg.init_stage in (".", ".."):
-        raise PhfaError(f"--set init_stage={cfg.init_stage}: name a stage folder of the run, e.g. adapt-noadv-nohier")
+        raise PhfaError(f"--set init_stage={cfg.init_stage}: name a stage folder of the run, or {SOURCE_ONLY} for "
+                        "the run's source-only stage")
 
 
 def bn_mode(d: dict) -> str:

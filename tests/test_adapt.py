@@ -218,26 +218,27 @@ def test_toy_preset_warm_starts_aligning_stages_from_source_only(tiny):
 
     root, cfg = tiny
     run = root / "r"
-    warm = TINY_WARM  # the toy preset as it is: init_stage=adapt-noadv-nohier
+    warm = TINY_WARM  # the toy preset as it is: init_stage=source-only
 
     def go(*extra):
         return runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(run), *warm, *extra])
 
     # 1. no source-only stage yet: one sentence naming the setting and the command, nothing written
     r = go("--sources", "unity,gta5", "--set", "init_iters=2")
-    assert r.exit_code == 2 and "init_stage adapt-noadv-nohier" in r.output and "--no-adversarial" in r.output
+    assert r.exit_code == 2 and "init_stage source-only" in r.output and "--no-adversarial" in r.output
     assert "Traceback" not in r.output and not (run / "adapt").exists()
-    # 2. the source-only row itself starts from --pretrained (the toy's packaged ImageNet weights) with the calibrated iters
-    assert go("--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--set", "iters=3").exit_code == 0
-    so = json.loads((run / "adapt-noadv-nohier/manifest.json").read_text())
+    # 2. the source-only row itself starts from --pretrained (the toy's packaged ImageNet weights) with the
+    #    calibrated iters; under a folder name of the user's choosing, found by its role
+    assert go("--sources", "gta5", "--no-adversarial", "--no-hierarchy", "--tag", "warm", "--set", "iters=3").exit_code == 0
+    so = json.loads((run / "adapt-warm/manifest.json").read_text())
     assert so["inputs"]["pretrained"] == "imagenet" and [p["iters"] for p in so["phases_done"]] == [3]
     # 3. the progressive stage starts from the source-only weights and runs init_iters (aux phase: half)
     r = go("--sources", "unity,gta5", "--set", "iters=3", "--set", "init_iters=2")
     assert r.exit_code == 0, r.output
     man = json.loads((run / "adapt/manifest.json").read_text())
-    assert man["inputs"]["pretrained"] == str(run / "adapt-noadv-nohier/final.pt")
+    assert man["inputs"]["pretrained"] == str(run / "adapt-warm/final.pt")
     assert [p["iters"] for p in man["phases_done"]] == [1, 2]
-    ck = torch.load(run / "adapt-noadv-nohier/final.pt", weights_only=True)
+    ck = torch.load(run / "adapt-warm/final.pt", weights_only=True)
     assert ck["arch"]["backbone"] == "effnet-lite0-s5"   # the toy preset's
     model = build_deeplab(ck["arch"]["backbone"], 19)
     model.load_state_dict(ck["model"])

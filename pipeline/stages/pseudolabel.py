@@ -166,22 +166,21 @@ def _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, 
                      "few_shot_list": str(layout.few_shot_file(run, target)) if images == "fewshot" else None})
 
     # --- passes 1 and 2: the exact class-wise medians (Eq. 8), predictions recomputed per pass
-    def conf_pred():
+    def passes():
         for _, conf, pred in _batches(model, spec, items, size, device, bf16, batch, reporter, "confidences"):
             yield conf, pred
-    thresholds = rule.class_thresholds(conf_pred, C.NUM_CLASSES, cap=rule.CAP, exact=True)
+    thresholds = rule.class_thresholds(passes, C.NUM_CLASSES, cap=rule.CAP)
 
     # --- pass 3: pseudo-labels, kept shares, diagnostic (ground truth only for the report)
     dom = layout.domain_root(sd.path)
-    kept = rule.KeptShare(C.NUM_CLASSES)
-    diag = rule.PseudoLabelDiagnostic(C.NUM_CLASSES)
+    counts = rule.ClassCounts(C.NUM_CLASSES)
     has_gt = all(s.label is not None for s in items)
     linked: dict[str, int] = {}
     n = 0
     for chunk, conf, pred in _batches(model, spec, items, size, device, bf16, batch, reporter, "pseudo-labels"):
-        labels = rule.apply_thresholds(conf, pred, thresholds).cpu().numpy()
-        pred_np = pred.cpu().numpy()
-        for s, lab, p in zip(chunk, labels, pred_np):
+        labels = rule.apply_thresholds(conf, pred, thresholds).cpu()
+        for s, lab_t, p in zip(chunk, labels, pred.cpu()):
+            lab = lab_t.numpy()
             # stored at the image's own size (nearest), so the pair reads like any dataset; the readers
             # resize both back to target_size, which gives these labels again for integer ratios
             w, h = pngio.image_size(s.image)
@@ -189,10 +188,8 @@ def _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, 
             pngio.write_png(dom / "labels" / f"{s.name}.png", full)
             how = _link(s.image, dom / "images" / f"{s.name}{s.image.suffix.lower()}")
             linked[how] = linked.get(how, 0) + 1
-            kept.add(p, lab)
-            if has_gt:
-                gt = datasets.load_pair(spec, s, size, with_label=True)[1]
-                diag.add(lab, gt)
+            gt = torch.from_numpy(datasets.load_pair(spec, s, size, with_label=True)[1]) if has_gt else None
+            counts.add(p, lab_t, gt)
             if n < PREVIEWS:
                 img = datasets.load_pair(spec, s, size, with_label=False)[0]
                 col = C.colorize(lab)
@@ -200,7 +197,7 @@ def _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, 
                 pngio.write_png(sd.path / "preview" / f"{s.name}.png",
                                 np.concatenate([img, np.full((img.shape[0], 2, 3), 255, np.uint8), col], 1))
             n += 1
-    ks = kept.result()
+    ks = counts.kept_share()
     table = {C.CLASS_NAMES[c]: {"threshold": thresholds[c], "predicted_pixels": ks[c]["predicted"],
                                 "kept_pixels": ks[c]["kept"], "kept_share": ks[c]["share"]}
              for c in range(C.NUM_CLASSES)}
@@ -213,7 +210,7 @@ def _write(sd, run, from_stage, ckpt, model, tcfg, spec, target, split, images, 
         "kept_share": total_kept / max(total_pred, 1)})
     diag_out = None
     if has_gt:
-        d = diag.result()
+        d = counts.diagnostic()
         correct = sum(v["correct"] for v in d.values())
         labelled = sum(v["labelled"] for v in d.values())
         truth = sum(v["truth"] for v in d.values())

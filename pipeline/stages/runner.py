@@ -28,7 +28,7 @@ from pipeline import classes as C
 from pipeline import inference
 from pipeline import metrics as M
 from pipeline import train
-from pipeline.config import TrainConfig, from_dict, warm_started
+from pipeline.config import SOURCE_ONLY, TrainConfig, from_dict, warm_started
 from pipeline.data import datasets
 from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
@@ -40,6 +40,7 @@ from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir, now, sha256
 from pipeline.runtime import layout
 from pipeline.runtime.loop import Interrupted
+from pipeline.runtime.runindex import RunIndex
 
 
 @dataclass
@@ -68,18 +69,24 @@ def resume_state(sd: StageDir, resume: bool) -> dict | None:
 
 def initial_weights(run: Path, cfg: TrainConfig) -> str:
     """What the model starts from: `pretrained`, or for an aligning stage of a config that names an
-    `init_stage`, that stage's final.pt. The toy preset's adaptation rows (and their retraining) start
-    from the run's source-only model, trained with the calibrated schedule, as methods with a source
-    warm-up do (set when the toy trained from scratch and aligning an untrained model collapsed it);
-    the rows without adaptation (source-only, oracle) start from `pretrained` as calibrated."""
+    `init_stage`, that stage's final.pt (`source-only`: the run's source-only stage, as the run
+    index finds it from the manifests). The toy preset's adaptation rows (and their retraining)
+    start from the run's source-only model, trained with the calibrated schedule, as methods with a
+    source warm-up do (set when the toy trained from scratch and aligning an untrained model
+    collapsed it); the rows without adaptation (source-only, oracle) start from `pretrained`."""
     if not warm_started(cfg):
         return cfg.pretrained
-    sd = StageDir(run, cfg.init_stage)
+    how = (f"train it first (for the toy preset: `phfa adapt --run {run} --sources gta5 --no-adversarial "
+           f"--no-hierarchy --preset toy`), or start from --pretrained with --set init_stage=")
+    stage = cfg.init_stage
+    if stage == SOURCE_ONLY:
+        stage = RunIndex(run).source_only() if run.is_dir() else None
+        if stage is None:
+            raise PhfaError(f"init_stage {SOURCE_ONLY}: {run} has no finished source-only stage to start from; {how}")
+    sd = StageDir(run, stage)
     if not sd.finished() or not (sd.path / layout.FINAL).is_file():
-        raise PhfaError(f"init_stage {cfg.init_stage}: {sd.path} holds no finished stage to start from; train it "
-                        f"first (for the toy preset: `phfa adapt --run {run} --sources gta5 --no-adversarial "
-                        f"--no-hierarchy --preset toy`), or start from --pretrained with --set init_stage=")
-    return str(sd.model(f"init_stage {cfg.init_stage}"))
+        raise PhfaError(f"init_stage {stage}: {sd.path} holds no finished stage to start from; {how}")
+    return str(sd.model(f"init_stage {stage}"))
 
 
 def kept_settings(cfg: TrainConfig, old: TrainConfig) -> list[str]:
