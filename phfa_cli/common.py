@@ -68,6 +68,12 @@ def _environment_sentence(e: BaseException) -> str | None:
     return None
 
 
+def run_data(run: Path | None, config: Path | None):
+    """The data config of a command on `run`: --config, else the run's recorded one (said), else ./phfa-data.toml."""
+    from pipeline.stages.runconfig import data_config
+    return data_config(run, config, note=lambda s: err.print(f"note: {escape(s)}"))
+
+
 def metrics_table(m: dict, title: str) -> Table:
     """Per-class IoU in the row order of the paper's Table II, then mIoU and pixel accuracy."""
     t = Table(title=title, title_justify="left", min_width=max(30, min(len(title), 100)))
@@ -100,7 +106,7 @@ def stages_table(results: list[dict], title: str) -> Table:
 
 
 # options several commands share
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Data config (TOML); default ./phfa-data.toml.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Data config (TOML); default: the one the run's stages recorded, else ./phfa-data.toml.")]
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder: runs/<name>.")]
 PresetOpt = Annotated[str, typer.Option("--preset", help="auto (paper on a CUDA machine, toy on a CPU-only one) | paper (Table I, GPU) | toy (CPU, toytown).")]
 PretrainedOpt = Annotated[Optional[str], typer.Option("--pretrained", help="Initial weights: imagenet | none | PATH to a local state dict (default: the preset's; the toy preset starts aligning stages from the run's source-only stage).")]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from phfa_cli.common import ConfigOpt, err, guarded, metrics_table, out, stages_table
+from phfa_cli.common import ConfigOpt, err, guarded, metrics_table, out, run_data, stages_table
 from pipeline import classes as C
 from pipeline.runtime import layout
 
@@ -27,10 +27,9 @@ def eval_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in --out that phfa did not write.")] = False,
 ):
     """mIoU, per-class IoU and pixel accuracy of predictions against a labelled split."""
-    from pipeline.data.dataconfig import load_data_config
     from pipeline.stages.evaluate import evaluate_folder
 
-    cfg = load_data_config(config)
+    cfg = run_data(run, config)
     if run is not None:
         from pipeline.stages.evaluate import evaluate_run, evaluated_stages
         stages = [stage] if stage is not None else evaluated_stages(run)

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from phfa_cli.common import ConfigOpt, PresetOpt, PretrainedOpt, RunOpt, SetOpt, err, guarded, metrics_table, out
+from phfa_cli.common import ConfigOpt, PresetOpt, PretrainedOpt, RunOpt, SetOpt, err, guarded, metrics_table, out, run_data
 from pipeline.runtime import layout
 
 
@@ -87,9 +87,7 @@ def adapt_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
     """Progressive adversarial adaptation + hierarchical feature alignment (Eq. 10)."""
-    from pipeline.data.dataconfig import load_data_config
-
-    data = load_data_config(config)  # data config and settings are checked before torch is imported
+    data = run_data(run, config)  # data config and settings are checked before torch is imported
     source_list = [s.strip() for s in sources.split(",") if s.strip()]
     for s_ in source_list:
         data.domain(s_, option="--sources")
@@ -123,10 +121,9 @@ def translate_cmd(
 ):
     """Image-level alignment: translate a source domain to the target style (CycleGAN or FDA)."""
     from pipeline.config import configure, translate_preset
-    from pipeline.data.dataconfig import load_data_config
     from pipeline.stages.translate import translate
 
-    data = load_data_config(config)
+    data = run_data(run, config)
     cfg = configure(translate_preset(_resolve_preset(preset)), sets, method=method, iters=iters, seed=seed)
     from pipeline.errors import PhfaError
     if seg_from is not None:
@@ -162,10 +159,9 @@ def pseudolabel_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
     """Self-guidance, Eq 8: class-wise confidence thresholds and pseudo-label PNGs of the target."""
-    from pipeline.data.dataconfig import load_data_config
     from pipeline.stages.pseudolabel import pseudolabel
 
-    data = load_data_config(config)
+    data = run_data(run, config)
     man = _run_training(lambda rep: pseudolabel(data, run, from_stage, images, force=force, resume=resume,
                                                 batch_size=batch_size, reporter=rep, command=_command_line()))
     stage_dir = Path(man["outputs"]["thresholds"]).parent
@@ -215,11 +211,10 @@ def retrain_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
     """Self-guided retraining, Eq 9 and 11: from the initial weights, adapt's phases + target CE."""
-    from pipeline.data.dataconfig import load_data_config
     from pipeline.config import configure
     from pipeline.stages.retrain import base_config, preset_config, retrain
 
-    data = load_data_config(config)
+    data = run_data(run, config)
     base = (preset_config(_train_config(preset, []), run, labels) if preset is not None
             else base_config(run, labels))
     cfg = configure(base, sets, **_option_fields(iters, seed, precision, pretrained))

@@ -207,6 +207,15 @@ class RunIndex:
         c = [n for n in self.models() if self.entries[n].kind == "adapt" and self.role(n) != "oracle"]
         return max(c, key=lambda n: (self.entries[n].finished_at, n)) if c else None
 
+    def data_config(self) -> Path | None:
+        """The data config the run's stages recorded: the most recent stage's that still exists."""
+        for e in sorted(self.entries.values(), key=lambda e: (e.finished_at, e.name), reverse=True):
+            inputs = e.manifest.get("inputs")
+            path = inputs.get("data_config") if isinstance(inputs, dict) else None
+            if isinstance(path, str) and Path(path).is_file():
+                return Path(path)
+        return None
+
     def latest(self, kind: str) -> str | None:
         """The most recently finished stage of a kind (e.g. the pseudo-labels retrain reads)."""
         c = [n for n, e in self.entries.items() if e.kind == kind and e.finished]

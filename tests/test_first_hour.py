@@ -1,0 +1,72 @@
+"""What a new user meets first: commands after a run's first stage find the run's data config."""
+from __future__ import annotations
+
+import os
+
+from typer.testing import CliRunner
+
+from phfa_cli.app import app
+from tests.conftest import write_tiny_domains
+from tests.test_adapt import TINY
+
+runner = CliRunner()
+
+
+def test_commands_on_a_run_read_its_recorded_data_config(tmp_path, monkeypatch):
+    cfg = write_tiny_domains(tmp_path / "data")
+    run = tmp_path / "runs/demo"
+    r = runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(run), "--sources", "gta5",
+                            "--no-adversarial", "--no-hierarchy", "--iters", "2", *TINY])
+    assert r.exit_code == 0, r.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no ./phfa-data.toml here
+    r = runner.invoke(app, ["eval", "--run", str(run)])
+    assert r.exit_code == 0, r.output
+    assert f"data config {cfg} (recorded in {run}" in r.output and "mIoU" in r.output
+    r = runner.invoke(app, ["adapt", "--run", str(run), "--sources", "gta5", "--iters", "2", *TINY])
+    assert r.exit_code == 0 and "recorded in" in r.output, r.output
+    # --config still wins: a config that does not exist is refused, not replaced by the recorded one
+    r = runner.invoke(app, ["eval", "--run", str(run), "--config", "nope.toml"])
+    assert r.exit_code == 2 and "nope.toml does not exist" in r.output
+    # a fresh run with no config anywhere: one sentence saying what to pass
+    r = runner.invoke(app, ["adapt", "--run", str(tmp_path / "runs/new"), "--sources", "gta5", *TINY])
+    assert r.exit_code == 2 and "--config" in r.output and "Traceback" not in r.output
+    assert not os.path.exists(tmp_path / "runs/new")
+
+
+def test_segmenter_predicts_paths_pil_and_arrays_at_their_own_size(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pipeline import Segmenter
+    from pipeline.errors import PhfaError
+
+    cfg = write_tiny_domains(tmp_path / "data")
+    run = tmp_path / "runs/demo"
+    r = runner.invoke(app, ["adapt", "--config", str(cfg), "--run", str(run), "--sources", "gta5",
+                            "--no-adversarial", "--no-hierarchy", "--iters", "2", *TINY])
+    assert r.exit_code == 0, r.output
+    seg = Segmenter.from_run(run)
+    assert seg.stage == "adapt-noadv-nohier" and seg.size == (64, 32) and len(seg.classes) == 19
+    rgb = (np.random.default_rng(0).random((37, 91, 3)) * 255).astype(np.uint8)
+    mask = seg.predict(rgb)
+    assert mask.shape == (37, 91) and mask.dtype == np.uint8 and mask.max() < 19
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    assert np.array_equal(seg.predict(tmp_path / "x.png"), mask)           # a path
+    assert np.array_equal(seg.predict(Image.fromarray(rgb)), mask)         # a PIL image
+    m2, prob = seg.predict(rgb, probabilities=True)
+    assert prob.shape == (19, 37, 91) and np.allclose(prob.sum(0), 1, atol=1e-4)
+    assert (m2 == prob.argmax(0)).mean() > 0.99 and (m2 == mask).mean() > 0.99  # banded vs whole argmax
+    # the same model through `phfa predict` gives the same labels
+    out = tmp_path / "pred"
+    assert runner.invoke(app, ["predict", str(tmp_path / "x.png"), "--run", str(run), "--out", str(out)]).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(out / "x.png")), mask)
+    for bad, msg in [(rgb.astype(np.float32), "uint8"), (rgb[..., 0], "H x W x 3"), ("nope.png", "does not exist"),
+                     ([1, 2, 3], "cannot read an image")]:
+        try:
+            seg.predict(bad)
+        except PhfaError as e:
+            assert msg in str(e)
+        else:
+            raise AssertionError(f"{type(bad)} was accepted")
