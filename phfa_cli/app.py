@@ -12,18 +12,29 @@ from typing import Annotated
 
 import typer
 
-from phfa_cli import data_cmd, eval_cmd, predict_cmd, prepare_cmd, report_cmd, train_cmd
+from phfa_cli import config_cmd, data_cmd, eval_cmd, predict_cmd, prepare_cmd, report_cmd, train_cmd
 from phfa_cli.common import DEBUG
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Progressive Hierarchical Feature Alignment: synthetic -> real segmentation adaptation.")
 data_app = typer.Typer(no_args_is_help=True, help="Generate (synth) or inspect (check) datasets.")
 app.add_typer(data_app, name="data")
 
 
+def _version(value: bool) -> None:
+    if value:
+        import platform
+        from pipeline import __version__
+        typer.echo(f"phfa {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(ctx: typer.Context,
-          debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False):
+          debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
     DEBUG.set(debug)
 
 
@@ -34,6 +45,7 @@ train_cmd.register(app)
 eval_cmd.register(app)
 predict_cmd.register(app)
 report_cmd.register(app)
+config_cmd.register(app)
 
 
 def main() -> None:

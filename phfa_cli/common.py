@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import traceback
 import warnings
 
@@ -17,8 +18,12 @@ from rich.table import Table
 
 from pipeline.errors import PhfaError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # never break file names
+# Under torchrun every rank runs the command: rank 0 alone prints (RANK is set before any import);
+# an error still ends in its sentence on whichever rank meets it.
+_QUIET = os.environ.get("RANK", "0") != "0"
+out = Console(highlight=False, soft_wrap=True, quiet=_QUIET)
+err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=_QUIET)  # never break file names
+_fail = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # Set by the root callback on every invocation (`phfa --debug ...`).
@@ -34,8 +39,7 @@ def guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with warnings.catch_warnings():
-            warnings.showwarning = lambda m, c, f, l, file=None, line=None: err.print(
-                f"[yellow]warning:[/] {escape(str(m))}")
+            warnings.showwarning = _show_warning
             try:
                 return fn(*args, **kwargs)
             except (PhfaError, PermissionError, OSError, MemoryError, RuntimeError) as e:
@@ -44,12 +48,20 @@ def guarded(fn):
                     raise
                 if _debug():
                     traceback.print_exc()
-                err.print(f"[red]error:[/] {escape(sentence)}", soft_wrap=True)
+                _fail.print(f"[red]error:[/] {escape(sentence)}", soft_wrap=True)
                 raise typer.Exit(2)
             except KeyboardInterrupt:
                 err.print("interrupted")
                 raise typer.Exit(130)
     return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr (rank 0 alone, as `err`); the names behind it with --debug."""
+    err.print(f"[yellow]warning:[/] {escape(str(message))}")
+    names = getattr(message, "names", None)
+    if names and _debug():
+        err.print("  " + escape(", ".join(names)))
 
 
 def _environment_sentence(e: BaseException) -> str | None:

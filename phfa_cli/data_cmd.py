@@ -25,7 +25,13 @@ def data_synth(
     count: Annotated[Optional[list[str]], typer.Option("--count", metavar="NAME=N", help="Images per set, e.g. gta5=1000 (unity, gta5, cityscapes_train, cityscapes_val).")] = None,
     thicken: Annotated[float, typer.Option(help="Widen poles, lights, signs, people and two-wheelers this many times (1-8), in every domain; 1 = as drawn, 3 = calibrated default.")] = 3.0,
 ):
-    """Generate the toytown benchmark (unity/SYNTHIA, gta5/GTA5, cityscapes layouts + phfa-data.toml)."""
+    """Generate the toytown benchmark (unity/SYNTHIA, gta5/GTA5, cityscapes layouts + phfa-data.toml).
+
+    \b
+    Example:
+        phfa data synth --out data/toytown --seed 0
+        phfa data synth --out data/tiny --count gta5=24 --count cityscapes_train=32
+    """
     from pipeline.data import toytown
     from pipeline.errors import PhfaError
 
@@ -58,7 +64,12 @@ def data_check(
     config: ConfigOpt = None,
     split: Annotated[Optional[list[str]], typer.Option("--split", metavar="SPLIT", help="Only these splits (default: all on disk).")] = None,
 ):
-    """Dataset doctor: counts, sizes, class frequencies, unreadable files, size mismatches, unknown ids."""
+    """Dataset doctor: counts, sizes, class frequencies, unreadable files, size mismatches, unknown ids.
+
+    \b
+    Example:
+        phfa data check --config data/toytown/phfa-data.toml gta5 cityscapes
+    """
     from pipeline.data.check import check_domain
     from pipeline.data.dataconfig import load_data_config
 

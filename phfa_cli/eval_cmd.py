@@ -26,7 +26,14 @@ def eval_cmd(
     save_color: Annotated[bool, typer.Option("--save-color", help="Write colourised predictions to OUT/color.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in --out that phfa did not write.")] = False,
 ):
-    """mIoU, per-class IoU and pixel accuracy of predictions against a labelled split."""
+    """mIoU, per-class IoU and pixel accuracy of predictions against a labelled split.
+
+    \b
+    Example:
+        phfa eval --run runs/demo                       (every finished stage, side by side)
+        phfa eval --run runs/demo --stage adapt --classes 16
+        phfa eval --config data/toytown/phfa-data.toml --pred-dir preds --domain cityscapes --split val
+    """
     from pipeline.stages.evaluate import evaluate_folder
 
     cfg = run_data(run, config)

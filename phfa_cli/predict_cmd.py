@@ -11,6 +11,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from phfa_cli.common import err, guarded, out
 
 
+def _size(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        from pipeline.errors import PhfaError
+        raise PhfaError(f"--size takes W,H in pixels (e.g. 1024,512), not '{text}'") from None
+
+
 def register(app: typer.Typer) -> None:
     """Add the `predict` command to `app`."""
 
@@ -26,8 +36,18 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass (default 8 on CUDA, 4 on CPU).")] = None,
         precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA) | bf16 | fp32 (default: the checkpoint's).")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in --out that phfa did not write.")] = False,
+        size: Annotated[Optional[str], typer.Option("--size", metavar="W,H", help="Size the network sees each image at (default: the size the model was trained on, its target_size).")] = None,
     ):
-        """Predict trainId maps (and colour/overlay images) for any images, at each image's own size."""
+        """Predict trainId maps (and colour/overlay images) for any images, at each image's own size.
+
+        Each image is resized to the model's training size (or --size), labelled, and the labels
+        are scaled back to the image's own size.
+
+        \b
+        Example:
+            phfa predict photos/ --run runs/demo --out preds
+            phfa predict 'drive/**/*.jpg' --run runs/demo --stage adapt --out preds --size 1024,512 --overlay
+        """
         from pipeline.stages.predict import predict, resolve_checkpoint
 
         ckpt, picked = resolve_checkpoint(checkpoint, run, stage)
@@ -37,12 +57,15 @@ def register(app: typer.Typer) -> None:
                       console=err, transient=True, disable=not err.is_terminal) as prog:
             task = prog.add_task("predict", total=None)
             s = predict(images, out_dir, ckpt, overlay=overlay, batch_size=batch_size, precision=precision,
-                        overwrite=overwrite, progress=lambda done, total: prog.update(task, completed=done, total=total))
+                        overwrite=overwrite, size=_size(size), progress=lambda done, total: prog.update(task, completed=done, total=total))
         for r in s["renamed"]:
             err.print(f"[yellow]name clash:[/] {escape(r['image'])} -> {escape(r['output'])}")
         for k in s["skipped"]:
             err.print(f"[red]skipped[/] {escape(k['path'])}: {escape(k['reason'])}")
-        out.print(f"wrote {s['written']} prediction(s) to {escape(s['out'])} in {s['seconds']:.1f} s "
+        w, h = s["target_size"]
+        out.print(f"wrote {s['written']} prediction(s) to {escape(s['out'])} (each image through the network at "
+                  f"{w}x{h}{'' if size else ', the training size; --size W,H to change'}, labels at its own size) "
+                  f"in {s['seconds']:.1f} s "
                   f"({s['images_per_s']:.2f} images/s, {escape(s['device'])}, {escape(s['precision'])})"
                   + (f"; skipped {len(s['skipped'])}" if s["skipped"] else ""))
         if s["skipped"]:

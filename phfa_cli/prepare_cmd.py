@@ -33,7 +33,12 @@ def data_prepare(
 ):
     """Write pre-resized images (bicubic) and trainId labels (nearest) once, so training reads
     small PNGs instead of decoding full-size ones. Stored in ROOT/.phfa-cache/WxH/SPLIT (or under
-    $PHFA_CACHE); used automatically while the source files are unchanged (size + mtime)."""
+    $PHFA_CACHE); used automatically while the source files are unchanged (size + mtime).
+
+    \b
+    Example:
+        phfa data prepare gta5 --size 1280x720 --config data/phfa-data.toml
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from phfa_cli.common import err

@@ -15,8 +15,9 @@ class RichReporter(Reporter):
         self.prog.start()
         self.task = None
 
-    def phase(self, name, start, total):
-        self.task = self.prog.add_task(name, total=total, completed=start, losses="")
+    def phase(self, name, start, total, unit="iterations"):
+        self.task = self.prog.add_task(name if unit == "iterations" else f"{name} ({unit})", total=total,
+                                       completed=start, losses="")
 
     def step(self, it):
         self.prog.update(self.task, completed=it)
@@ -33,4 +34,9 @@ class RichReporter(Reporter):
 
 
 def make_reporter() -> Reporter:
+    """Rich on a terminal, plain lines otherwise; nothing on the other ranks of a torchrun job."""
+    from pipeline.runtime import distributed
+    from pipeline.runtime.progress import Silent
+    if not distributed.is_main():
+        return Silent()
     return RichReporter() if err.is_terminal else Reporter()

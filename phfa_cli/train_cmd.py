@@ -86,7 +86,13 @@ def adapt_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
-    """Progressive adversarial adaptation + hierarchical feature alignment (Eq. 10)."""
+    """Progressive adversarial adaptation + hierarchical feature alignment (Eq. 10).
+
+    \b
+    Example (a run's first stage names the data config; later ones find it in the run):
+        phfa adapt --config data/toytown/phfa-data.toml --run runs/demo --sources gta5 --no-adversarial --no-hierarchy
+        phfa adapt --run runs/demo --sources unity,gta5 --source-style translated
+    """
     data = run_data(run, config)  # data config and settings are checked before torch is imported
     source_list = [s.strip() for s in sources.split(",") if s.strip()]
     for s_ in source_list:
@@ -109,8 +115,8 @@ def translate_cmd(
     source: Annotated[str, typer.Option(help="Source domain to translate.")] = "gta5",
     target: Annotated[Optional[str], typer.Option(help="Target domain (default: the one with few_shot).")] = None,
     method: Annotated[str, typer.Option(help="cyclegan (paper, Eq. 7) or fda (training-free).")] = "cyclegan",
-    seg_checkpoint: Annotated[Optional[Path], typer.Option("--seg-checkpoint", help="Frozen segmentor for the perceptual loss (Eq. 7).")] = None,
-    seg_from: Annotated[Optional[str], typer.Option("--seg-from", help="Use final.pt of this stage of the run, e.g. adapt-noadv-nohier.")] = None,
+    seg_checkpoint: Annotated[Optional[Path], typer.Option("--seg-checkpoint", help="Frozen segmentor for the perceptual loss (Eq. 7), a final.pt file (default: none, the loss is off).")] = None,
+    seg_from: Annotated[Optional[str], typer.Option("--seg-from", help="Frozen segmentor for the perceptual loss (Eq. 7): final.pt of this stage of the run, e.g. adapt-noadv-nohier (default: none, the loss is off).")] = None,
     config: ConfigOpt = None,
     preset: PresetOpt = "auto",
     sets: SetOpt = None,
@@ -119,7 +125,13 @@ def translate_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training or write.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
-    """Image-level alignment: translate a source domain to the target style (CycleGAN or FDA)."""
+    """Image-level alignment: translate a source domain to the target style (CycleGAN or FDA).
+
+    \b
+    Example:
+        phfa translate --run runs/demo --source gta5 --seg-from adapt-noadv-nohier
+        phfa translate --run runs/demo --source gta5 --method fda
+    """
     from pipeline.config import configure, translate_preset
     from pipeline.stages.translate import translate
 
@@ -158,7 +170,13 @@ def pseudolabel_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Redo an interrupted stage.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
-    """Self-guidance, Eq 8: class-wise confidence thresholds and pseudo-label PNGs of the target."""
+    """Self-guidance, Eq 8: class-wise confidence thresholds and pseudo-label PNGs of the target.
+
+    \b
+    Example:
+        phfa pseudolabel --run runs/demo
+        phfa pseudolabel --run runs/demo --from adapt --images all
+    """
     from pipeline.stages.pseudolabel import pseudolabel
 
     data = run_data(run, config)
@@ -210,7 +228,13 @@ def retrain_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted stage from last.pt.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a finished stage.")] = False,
 ):
-    """Self-guided retraining, Eq 9 and 11: from the initial weights, adapt's phases + target CE."""
+    """Self-guided retraining, Eq 9 and 11: from the initial weights, adapt's phases + target CE.
+
+    \b
+    Example:
+        phfa retrain --run runs/demo
+        phfa retrain --run runs/demo --labels pseudolabel-adapt --iters 2000
+    """
     from pipeline.config import configure
     from pipeline.stages.retrain import base_config, preset_config, retrain
 

@@ -364,6 +364,24 @@ TRANSLATE_PRESETS: dict[str, dict] = {
 }
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field of a config dataclass with its comment in this file (continuation lines joined):
+    what `phfa config show` prints, so the comments here are the settings' documentation."""
+    import inspect
+    import re
+    names, docs, last = {f.name for f in fields(cls)}, {}, None
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s?(.*)$", line)
+        if m and m.group(1) in names:
+            last = m.group(1)
+            docs[last] = m.group(2).strip()
+        elif last is not None and re.match(r"\s+#(?! ---)", line):
+            docs[last] += " " + line.strip()[1:].strip()
+        else:
+            last = None
+    return docs
+
+
 def translate_preset(name: str) -> TranslateConfig:
     if name not in TRANSLATE_PRESETS:
         raise PhfaError(f"--preset: unknown preset '{name}' (choose from {', '.join(TRANSLATE_PRESETS)})")

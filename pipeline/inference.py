@@ -87,7 +87,7 @@ def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], de
     items = datasets.samples(spec, split)
     conf = torch.zeros(C.NUM_CLASSES, C.NUM_CLASSES + 1, dtype=torch.long, device=device)
     if reporter is not None:
-        reporter.phase(f"eval {spec.name}/{split}", 0, len(items))
+        reporter.phase(f"eval {spec.name}/{split}", 0, len(items), unit="images")
     for i, s in enumerate(items):
         if s.label is None:
             raise PhfaError(f"{spec.name}/{split}: {s.image} has no label; evaluation needs a labelled split")

@@ -20,6 +20,8 @@ machinery the CycleGAN shares), so `last.pt` always holds the state after a comp
 """
 from __future__ import annotations
 
+import os
+
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -119,6 +121,9 @@ def make_loader(ds: Dataset, batch_size: int, workers: int, seed: int, start_bat
     if len(ds) < batch_size:
         raise PhfaError(f"batch_size {batch_size} is larger than the {len(ds)} images available")
     sampler = StreamSampler(len(ds), batch_size, seed, start_batch, distributed.rank(), distributed.world_size())
+    # never more workers than usable cores (torch warns, and they would only compete); the batches do
+    # not depend on the count: every sample's augmentation is seeded by its place in the stream
+    workers = min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     return iter(DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                            pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
                            generator=torch.Generator().manual_seed(seed)))

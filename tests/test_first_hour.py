@@ -70,3 +70,51 @@ def test_segmenter_predicts_paths_pil_and_arrays_at_their_own_size(tmp_path):
             assert msg in str(e)
         else:
             raise AssertionError(f"{type(bad)} was accepted")
+
+
+def test_version_short_help_and_config_show():
+    import pipeline
+    from pipeline.config import TrainConfig, TranslateConfig, field_docs
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.startswith(f"phfa {pipeline.__version__}")
+    for cmd in (["adapt"], ["predict"], ["eval"], ["data", "synth"], ["config", "show"]):
+        r = runner.invoke(app, [*cmd, "-h"])
+        assert r.exit_code == 0 and "Example" in r.output and "Usage" in r.output, cmd
+    # every field of both configs has its comment, and config show prints each with both presets' values
+    for cls in (TrainConfig, TranslateConfig):
+        docs = field_docs(cls)
+        assert set(docs) == set(cls.__dataclass_fields__) and all(docs.values())
+    r = runner.invoke(app, ["config", "show"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if " lambda_adv " in ln)
+    assert "0.01" in line and "0.001" in line and "adversarial" in line
+    assert "lambda_ppl_recon" in r.output and "memory_size_object" in r.output
+    r = runner.invoke(app, ["config", "show", "--preset", "nope"])
+    assert r.exit_code == 2 and "unknown preset" in r.output
+
+
+def test_progress_lines_count_images_and_print_clock_times(capsys):
+    from pipeline.runtime.progress import Reporter, clock
+
+    assert clock(5) == "0:05" and clock(3725) == "1:02:05" and clock(float("nan")) == "?"
+    rep = Reporter()
+    rep.phase("eval cityscapes/val", 0, 3, unit="images")
+    for i in (1, 2, 3):
+        rep.step(i)
+    rep.phase("2-gta5", 0, 10)
+    rep.log(5, {"seg": 0.5})
+    text = capsys.readouterr().err
+    assert "images 0..3" in text and "3 images in 0:00" in text and "images/s" in text
+    assert "it 5/10" in text and "eta 0:0" in text and "iterations" not in text.split("\n")[0]
+
+
+def test_short_trunk_loads_imagenet_weights_without_a_warning():
+    import warnings
+
+    from pipeline.models.deeplab import build_deeplab
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = build_deeplab("effnet-lite0-s5", 19, "imagenet", "trainable")
+    assert model.load_report["unexpected"] == [] and model.load_report["omitted"] == 90

@@ -198,6 +198,8 @@ class DeepLabV2(nn.Module):
             if backbone in SHORT_TRUNKS:
                 resnet.layer4 = nn.Identity()   # features come from layer3 (still output stride 8)
             self.backbone = ResNetTrunk(resnet)
+            # a short trunk leaves out by design what a full ImageNet file holds beyond it
+            self.backbone.omitted = ("layer4.",) if backbone in SHORT_TRUNKS else ()
         self.classifier = ASPPClassifier(self.feature_dim, num_classes)
         self.bn = bn
         self.load_report: dict | None = None

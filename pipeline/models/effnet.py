@@ -103,6 +103,8 @@ class EfficientNetLite0Trunk(nn.Module):
                 blocks.append(MBConv(cin, cout, expand, kernel, s, dilation))
                 cin = cout
         self._blocks = nn.ModuleList(blocks)
+        # blocks of the published file beyond a short trunk: left out by design, not unexpected
+        self.omitted = tuple(f"_blocks.{i}." for i in range(len(blocks), sum(r[4] for r in LITE0_STAGES)))
         self.out_channels = cin
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)

@@ -153,7 +153,10 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
         model.set_variant("caffe")
     usable = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
     mismatched = sorted(k for k, v in mapped.items() if k in own and own[k].shape != v.shape)
-    unexpected = sorted(k for k in mapped if k not in own)
+    # a short trunk (effnet-lite0-s5, resnet18-l3) omits the file's later stages on purpose
+    omitted_prefixes = tuple("backbone." + o for o in getattr(getattr(model, "backbone", None), "omitted", ()))
+    omitted = sorted(k for k in mapped if k not in own and omitted_prefixes and k.startswith(omitted_prefixes))
+    unexpected = sorted(k for k in mapped if k not in own and k not in set(omitted))
     missing = sorted(k for k in own if k not in usable and not _not_a_weight(k))
 
     backbone_keys = [k for k in own if k.startswith("backbone.") and not _not_a_weight(k)]
@@ -175,6 +178,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
         "backbone_total": len(backbone_keys),
         "missing": missing,
         "unexpected": unexpected,
+        "omitted": len(omitted),
         "mismatched": mismatched,
         "ignored": ignored,
         "layout": "caffe" if caffe else "torchvision",
@@ -183,10 +187,17 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     # Missing classifier tensors are normal (backbone-only files); anything else deserves a word.
     missing_backbone = [k for k in missing if k.startswith("backbone.")]
     if missing_backbone or unexpected or mismatched:
-        warnings.warn(
+        names = missing_backbone + unexpected + mismatched
+        warnings.warn(WeightsWarning(
             f"{source}: loaded {report['matched']} tensors; {len(missing_backbone)} backbone tensors missing, "
-            f"{len(unexpected)} unexpected, {len(mismatched)} of another shape "
-            f"(see model.load_report)",
-            stacklevel=2,
-        )
+            f"{len(unexpected)} unexpected, {len(mismatched)} of another shape (the stage manifest's "
+            f"inputs.pretrained_report lists them; --debug prints them)", names), stacklevel=2)
     return report
+
+
+class WeightsWarning(UserWarning):
+    """Initial weights that do not fit the model exactly; ``names`` are the tensors concerned."""
+
+    def __init__(self, message: str, names: list[str]):
+        super().__init__(message)
+        self.names = names

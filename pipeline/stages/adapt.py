@@ -15,6 +15,8 @@ module only says what to train.
 """
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import torch
@@ -71,6 +73,9 @@ def resolve_sources(data: DataConfig, run: Path, sources: list[str], style: str)
             if tr is None and i == len(sources) - 1:
                 raise PhfaError(f"--source-style {style}: {run} has no finished {layout.translate_stage(s, method)} "
                                 f"stage; run `phfa translate --run {run} --source {s} --method {method}` first")
+            if tr is None:
+                warnings.warn(f"--source-style {style}: {run} has no {layout.translate_stage(s, method)} stage, so "
+                              f"{s} trains on its raw images (translate it first to align it too)", stacklevel=2)
             spec = tr or spec
         out[s] = spec
     return out

@@ -254,9 +254,12 @@ def recorded_dataset_roots(checkpoint: Path) -> list[Path]:
 
 def predict(images: Sequence[str | Path], out: Path, checkpoint: Path, overlay: bool = False,
             batch_size: int | None = None, precision: str | None = None, device: str | torch.device | None = None,
-            progress: Progress | None = None, workers: int | None = None, overwrite: bool = False) -> dict:
+            progress: Progress | None = None, workers: int | None = None, overwrite: bool = False,
+            size: tuple[int, int] | None = None) -> dict:
     """Label `images` with the segmentor in `checkpoint`, writing PNGs into `out` (see module doc).
 
+    Every image goes through the network at `size` (W, H), default the checkpoint's `target_size`
+    (the size it was trained on); predictions come back at each image's own size.
     precision None follows the checkpoint's config (auto = bf16 autocast on CUDA); batch_size None
     is 8 on CUDA, 4 on CPU. `out` follows `outdir.open_out`: files phfa did not write there are
     replaced only with overwrite=True, and a dataset is never written into. Returns a summary:
@@ -289,7 +292,12 @@ def predict(images: Sequence[str | Path], out: Path, checkpoint: Path, overlay: 
     prec = precision or getattr(tcfg, "precision", "auto")
     bf16 = inference.use_bf16(prec, dev)
     batch = batch_size or (8 if dev.type == "cuda" else 4)
-    size = tuple(tcfg.target_size)
+    if size is not None:
+        if len(size) != 2:
+            raise PhfaError(f"--size takes W,H (e.g. 1024,512), not {','.join(map(str, size))}")
+        for v in size:
+            check_range("--size", v, at_least=16, at_most=8192)
+    size = tuple(size) if size is not None else tuple(tcfg.target_size)
     model.to(dev).eval()
     names = [p.relative_to(out).as_posix() for s in sources for p in output_paths(out, s.key, overlay)]
     open_out(out, names, overwrite=overwrite,

@@ -73,7 +73,7 @@ def check_from_stage(run: Path, stage: str) -> Path:
 def _batches(model, spec: DomainSpec, items, size, device, bf16, batch: int, reporter: Reporter | None, label: str):
     """Yield (items, conf [B,H,W] float32, pred [B,H,W] int64) at `size`, on `device`."""
     if reporter is not None:
-        reporter.phase(label, 0, len(items))
+        reporter.phase(label, 0, len(items), unit="images")
     W, H = size
     for i in range(0, len(items), batch):
         chunk = items[i:i + batch]

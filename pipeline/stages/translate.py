@@ -83,7 +83,7 @@ def write_domain(spec: DomainSpec, out_root: Path, size: tuple[int, int], transl
         raise PhfaError(f"source domain '{spec.name}' has no labelled images to translate under {spec.root}")
     done = skipped = 0
     t0 = time.time()
-    reporter.phase("write", 0, len(items))
+    reporter.phase("write", 0, len(items), unit="images")
     for i, s in enumerate(items):
         img_p, lab_p = _layout_paths(spec.format, out_root, s, spec.root)
         img_p = img_p.with_suffix(".png")
