@@ -8,6 +8,10 @@ BIN     := $(VENV)/bin
 # CPU/CUDA wheels that install on this project's reference machine; a CUDA user with
 # another driver can preinstall torch in .venv (see README) and this step keeps it.
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
+# Without an NVIDIA driver, torch's CPU build (about 1 GB installed instead of about 6 GB): its
+# index is added to pip's, and where it cannot be reached pip installs the default build. Set
+# TORCH_INDEX= (empty) to install the default build anyway.
+TORCH_INDEX ?= $(if $(wildcard /proc/driver/nvidia/version),,https://download.pytorch.org/whl/cpu)
 DATA    ?= data/toytown
 RUN     ?= runs/toy
 SEED    ?= 0
@@ -18,7 +22,8 @@ all: test
 
 $(BIN)/phfa: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@echo "import torch, torchvision" | $(BIN)/python 2>/dev/null || $(BIN)/pip install -q -c constraints.txt $(TORCH)
+	@echo "import torch, torchvision" | $(BIN)/python 2>/dev/null || $(BIN)/pip install -q -c constraints.txt \
+	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --timeout 10 --retries 1) $(TORCH)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	@touch $@
 
