@@ -118,3 +118,42 @@ def test_short_trunk_loads_imagenet_weights_without_a_warning():
         warnings.simplefilter("error")
         model = build_deeplab("effnet-lite0-s5", 19, "imagenet", "trainable")
     assert model.load_report["unexpected"] == [] and model.load_report["omitted"] == 90
+
+
+# What the README's pipeline block needs to run in seconds: small sets and tiny sizes, appended
+# to the commands as written (the block itself is run verbatim otherwise).
+TINY_FOR = {
+    ("data", "synth"): ["--count", "gta5=12", "--count", "unity=6", "--count", "cityscapes_train=12",
+                        "--count", "cityscapes_val=4"],
+    ("adapt",): ["--iters", "2", "--set", "source_size=64,32", "--set", "target_size=64,32",
+                 "--set", "batch_size=2", "--set", "log_every=1"],
+    ("translate",): ["--iters", "2", "--set", "crop=48,28", "--set", "source_size=64,32",
+                     "--set", "target_size=64,32", "--set", "log_every=1", "--set", "preview_every=2"],
+    ("retrain",): ["--iters", "2"],
+}
+
+
+def readme_pipeline_block() -> list[list[str]]:
+    """The commands of the README's pipeline block, split like a shell would (comments dropped)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## The pipeline"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+def test_readme_pipeline_block_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    commands = readme_pipeline_block()
+    assert len(commands) >= 10 and all(c[0] == "phfa" for c in commands)
+    for argv in commands:
+        args = argv[1:]
+        extra = TINY_FOR.get(tuple(args[:2]), TINY_FOR.get(tuple(args[:1]), []))
+        r = runner.invoke(app, [*args, *extra])
+        assert r.exit_code == 0, f"{' '.join(argv)}\n{r.output}"
+        assert "Traceback" not in r.output and "does not exist" not in r.output, r.output
+    assert (tmp_path / "runs/demo/report/index.html").is_file()
+    assert (tmp_path / "pred").is_dir() and (tmp_path / "demo.onnx").is_file()
