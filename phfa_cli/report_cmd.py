@@ -1,4 +1,4 @@
-"""`phfa report --run RUN`: a self-contained HTML report (and report.md) of a run.
+"""`phfa report --run RUN`: a self-contained HTML report (and report.md, figures/, tables/) of a run.
 
 Registered on the root app by `register(app)`; the work is `pipeline.stages.report.build_report`.
 """
@@ -17,12 +17,13 @@ from phfa_cli.common import err, guarded, out
 def report_cmd(
     run: Annotated[Path, typer.Option("--run", help="Run folder: runs/<name>.")],
     config: Annotated[Optional[Path], typer.Option("--config", help="Data config (TOML) for the qualitative panel; default ./phfa-data.toml, else the one the run's stages recorded.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for index.html, report.md and figures/ (default: RUN/report).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for index.html, report.md, figures/ (PNG + SVG) and tables/ (CSV + LaTeX) (default: RUN/report).")] = None,
     oracle: Annotated[Optional[Path], typer.Option("--oracle", help="A stage folder with metrics.json outside the run to use as the oracle (e.g. runs/other/adapt-oracle).")] = None,
     panel_images: Annotated[int, typer.Option("--panel-images", help="Target val images in the Fig. 2-style panel (0: none).")] = 3,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in --out that phfa did not write.")] = False,
 ):
-    """HTML + Markdown report: Table II/IV, IoU bars, Fig. 2 panel, loss curves, pseudo-labels, translation."""
+    """HTML + Markdown report: Table II/IV (also as CSV and LaTeX), IoU bars, Fig. 2 panel, loss curves,
+    pseudo-labels, translation; every figure as PNG and SVG."""
     from pipeline.runtime.progress import Silent
     from pipeline.stages.report import build_report, resolve_data_config
 

@@ -16,9 +16,14 @@ the final.pt of the source-only and the final stage on a few target val images. 
                         against ground truth (never used for adaptation), previews
     translation         the last preview of each translate stage
 
+Every stage is named by its paper row (methods.py: FCN, +AA, +IT, +SG, PHFA, full, oracle, or its
+components composed) first and its folder second, in tables and figure legends alike.
+
 Outputs in RUN/report/ (or `out`): index.html (every image embedded as a data: URI, inline
-CSS, opens from disk with no server), report.md and the PNG figures it links (figures/).
-A section whose inputs are absent is replaced by one line naming the command that makes them.
+CSS, opens from disk with no server), report.md, figures/ (each figure as PNG at 200 dpi, which
+the pages show, and as SVG under the same stem) and tables/ (Table II and Table IV as CSV and as
+booktabs LaTeX, tables.py), both linked from the pages. A section whose inputs are absent is
+replaced by one line naming the command that makes them.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from pipeline.runtime.runindex import RunIndex
 from pipeline.stages.outdir import dataset_roots, open_out
 from pipeline.textfiles import read_text
 from pipeline.stages.report.content import Figure, Para, classify, external_oracle, find_stages, resolve_data_config
+from pipeline.stages.report import tables
 from pipeline.stages.report.render import render_html, render_markdown
 from pipeline.stages.report.sections import (ablation_section, bars_section, curves_section, header_section,
                                               panel_section, per_class_section, selfguidance_section,
@@ -60,16 +66,18 @@ def build_report(run: Path, data: DataConfig | None, out: Path | None = None, pa
         raise PhfaError(f"--run: {run} has no finished stage; run `phfa adapt --run {run} --sources ...` first")
     ext = external_oracle(oracle) if oracle is not None else None
     if out is not None:
-        open_out(out, ["index.html", "report.md", "figures"], overwrite=overwrite,
+        open_out(out, ["index.html", "report.md", "figures", "tables"], overwrite=overwrite,
                  protected=dataset_roots(data, near=Path(out)))
     out = Path(out) if out is not None else run / "report"
     fig_dir = out / "figures"
     listing = fig_dir / ".phfa-report-files"
     if listing.is_file():  # the figures an earlier report wrote here (and nothing else) go
         for name in read_text(listing, "the report's figure list", fix="delete it").splitlines():
-            if name and "/" not in name and name.endswith(".png"):
+            if name and "/" not in name and name.endswith((".png", ".svg")):
                 (fig_dir / name).unlink(missing_ok=True)
     fig_dir.mkdir(parents=True, exist_ok=True)
+    tab_dir = out / "tables"
+    tables.clear(tab_dir)
 
     def say(msg: str) -> None:
         if reporter is not None:
@@ -79,9 +87,16 @@ def build_report(run: Path, data: DataConfig | None, out: Path | None = None, pa
     final = next((s for s in stages if s.name == index.final()), None)
     generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     say("report: tables")
-    sections = [header_section(run, stages + ([ext] if ext else []), generated), per_class_section(evaluated, run)]
+    per_class = per_class_section(evaluated, run)
     abl, ablation_rows = ablation_section(evaluated, src, orc, run)
-    sections.append(abl)
+    table_files: list[Path] = []
+    if evaluated:
+        for sec, files in ((per_class, tables.write_table2(evaluated, tab_dir)),
+                           (abl, tables.write_table4(ablation_rows, evaluated, tab_dir))):
+            sec.blocks.append(Para("this table as data: " + " · ".join(
+                f"[{f.name}]({f.relative_to(out).as_posix()})" for f in files), "note"))
+            table_files += files
+    sections = [header_section(run, stages + ([ext] if ext else []), generated), per_class, abl]
     say("report: figures")
     sections.append(bars_section(evaluated, fig_dir))
     say("report: panel")
@@ -92,12 +107,14 @@ def build_report(run: Path, data: DataConfig | None, out: Path | None = None, pa
 
     title = f"PHFA report: {run.resolve().name}"
     html_path, md_path = out / "index.html", out / "report.md"
-    write_text(html_path, render_html(title, sections))
+    write_text(html_path, render_html(title, sections, out))
     write_text(md_path, render_markdown(title, sections, out))
     figures = [str(b.path) for s in sections for b in s.blocks if isinstance(b, Figure)]
-    write_text(listing, "".join(Path(f).name + "\n" for f in figures))
+    write_text(listing, "".join(f"{Path(f).name}\n{Path(f).with_suffix('.svg').name}\n" for f in figures))
     notes = [b.text for s in sections for b in s.blocks if isinstance(b, Para) and b.cls == "note"]
     return {"html": str(html_path), "markdown": str(md_path), "figures": figures,
+            "vector_figures": [str(Path(f).with_suffix(".svg")) for f in figures],
+            "tables": [str(f) for f in table_files],
             "stages": [s.name for s in stages], "evaluated": [s.name for s in evaluated],
             "source_only": src.name if src else None, "oracle": orc.name if orc else None,
             "final": final.name if final else None, "ablation": ablation_rows, "notes": notes}

@@ -12,6 +12,7 @@ from pipeline.data.dataconfig import DataConfig, load_data_config
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.runindex import Entry, RunIndex
+from pipeline.stages.report.methods import method_name
 
 
 # ----------------------------------------------------------------------------- reading the run
@@ -25,6 +26,7 @@ class Stage:
     metrics: dict | None = None          # metrics.json (target val), training stages only
     external: bool = False               # given with --oracle, outside the run
     role: str = ""                       # source-only | oracle | "" (from the run index)
+    method: str | None = None            # the paper's row name (methods.method_name); None: not a training stage
 
     name = property(lambda self: self.entry.name)
     path = property(lambda self: self.entry.path)
@@ -43,6 +45,11 @@ class Stage:
     @property
     def status(self) -> str:
         return str(self.manifest.get("status", "unknown"))
+
+    @property
+    def label(self) -> str:
+        """The method name first, the folder name second: how tables and legends name the stage."""
+        return f"{self.method} ({self.name})" if self.method else self.name
 
     @property
     def miou(self) -> float | None:
@@ -83,7 +90,7 @@ def find_stages(index: RunIndex) -> list[Stage]:
     """Every stage of the run index (report/ and hidden folders aside), with its evaluation."""
     out = []
     for e in index.entries.values():
-        st = Stage(e)
+        st = Stage(e, method=method_name(e, index.role(e.name), index.round(e.name)))
         if e.kind in ("adapt", "retrain") and e.finished:
             st.metrics = _evaluation(e.path)
         out.append(st)
@@ -100,7 +107,7 @@ def external_oracle(path: Path) -> Stage:
         raise PhfaError(f"--oracle: {path} is not a stage folder with a metrics.json (e.g. runs/other/adapt-oracle)")
     man = read_json(path / layout.MANIFEST) or {"status": "finished"}
     name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-    return Stage(Entry(name, path, man), metrics=m, external=True, role="oracle")
+    return Stage(Entry(name, path, man), metrics=m, external=True, role="oracle", method="oracle")
 
 
 def classify(index: RunIndex, evaluated: list[Stage], oracle: Stage | None) -> tuple[list[Stage], Stage | None,

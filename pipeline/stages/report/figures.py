@@ -1,4 +1,6 @@
-"""The report's figures (matplotlib, written as PNG): loss curves, per-class IoU bars, the Fig. 2 panel."""
+"""The report's figures (matplotlib): loss curves, per-class IoU bars, the Fig. 2 panel. Each is written
+twice under the same stem: a PNG at FIG_DPI (what the HTML embeds) and an SVG (vector, for a paper;
+text drawn as paths, so it looks the same everywhere)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +13,35 @@ from pipeline.runtime.atomic import write_bytes
 from pipeline.runtime.progress import Reporter
 from pipeline.stages.report.content import Stage
 
-FIG_DPI = 100
+FIG_DPI = 200
+
+# metrics.jsonl keys -> panel titles (training losses: pipeline/train.py; CycleGAN: models/cyclegan.py)
+LOSS_LABELS = {
+    "seg": "source segmentation (Eq. 10)",
+    "seg_t": "target pseudo-label segmentation (Eq. 9)",
+    "adv": "adversarial, target (Eq. 10)",
+    "obj": "object alignment (Eq. 1)",
+    "class": "category, max-squares (Eq. 2-3)",
+    "back": "background (Eq. 6)",
+    "d": "discriminator",
+    "total": "total, weighted (without D)",
+    "g_adv_ab": "generator adversarial, source → target",
+    "g_adv_ba": "generator adversarial, target → source",
+    "cycle_a": "cycle consistency, source",
+    "cycle_b": "cycle consistency, target",
+    "idt_a": "identity, source",
+    "idt_b": "identity, target",
+    "ppl": "perceptual (Eq. 7)",
+    "g_total": "generators, total",
+    "d_a": "discriminator, source",
+    "d_b": "discriminator, target",
+    "lr": "learning rate",
+}
+
+
+def panel_title(key: str) -> str:
+    """The human name of a metrics.jsonl key (the key itself when it has none)."""
+    return LOSS_LABELS.get(key, key)
 
 
 def _figure(w: float, h: float):
@@ -23,11 +53,28 @@ def _figure(w: float, h: float):
 
 
 def _save(fig, path: Path) -> Path:
+    """Write `path` (PNG) and the same figure as SVG beside it; returns the PNG's path."""
     import io
+
+    import matplotlib
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=FIG_DPI, bbox_inches="tight", metadata={"Software": None})
     write_bytes(path, buf.getvalue())
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": path.stem}):  # stable element ids: same input, same file
+        fig.savefig(buf, format="svg", dpi=FIG_DPI, bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    write_bytes(path.with_suffix(".svg"), buf.getvalue())
     return path
+
+
+def svg_of_png(png: bytes, width: int, height: int) -> bytes:
+    """An SVG holding a raster image (a preview copied as it is): the PNG embedded, drawn pixelated."""
+    import base64
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" '
+            f'xmlns:xlink="http://www.w3.org/1999/xlink" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}"><image width="{width}" height="{height}" '
+            f'style="image-rendering:pixelated" xlink:href="data:image/png;base64,'
+            f'{base64.b64encode(png).decode("ascii")}"/></svg>\n').encode()
 
 
 def finite(v) -> float | None:
@@ -75,10 +122,17 @@ def curve_series(rows: list[dict], phases: list[dict]) -> tuple[dict[str, tuple[
 
 
 def loss_figure(title: str, series: dict, bounds: list[tuple[int, str]], path: Path) -> Path:
-    keys = list(series)
+    """The loss curves of one stage written to `path` (PNG) and its SVG twin."""
+    return _save(loss_panels(title, series, bounds), path)
+
+
+def loss_panels(title: str, series: dict, bounds: list[tuple[int, str]]):
+    """One panel per logged key (titled by `panel_title`, axes labelled), phase boundaries dashed."""
+    order = list(LOSS_LABELS)  # known keys in the order above, then the others as logged
+    keys = sorted(series, key=lambda k: (order.index(k) if k in order else len(order), list(series).index(k)))
     ncols = min(4, len(keys))
     nrows = math.ceil(len(keys) / ncols)
-    fig = _figure(3.0 * ncols, 2.1 * nrows + 0.5)
+    fig = _figure(3.2 * ncols, 2.4 * nrows + 0.5)
     if len(bounds) > 1:
         ends = [b[0] for b in bounds[1:]] + [max(max(xs) for xs, _ in series.values())]
         title += "\nphases: " + ", ".join(f"{name} ({x0:g}-{x1:g})" for (x0, name), x1 in zip(bounds, ends))
@@ -90,29 +144,29 @@ def loss_figure(title: str, series: dict, bounds: list[tuple[int, str]], path: P
         first = first or ax
         xs, ys = series[k]
         ax.plot(xs, ys, lw=1.2, color=f"C{i % 10}", marker="o" if few else None, ms=3)
-        ax.set_title(k, fontsize=9)
+        ax.set_title(panel_title(k), fontsize=8.5)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         for x0, _ in bounds[1:]:
             ax.axvline(x0, color="0.5", ls="--", lw=0.8)
-        if i >= len(keys) - ncols:
-            ax.set_xlabel("global iteration" if bounds else "iteration", fontsize=7)
+        ax.set_xlabel("global iteration" if bounds else "iteration", fontsize=7)
+        ax.set_ylabel("learning rate" if k == "lr" else "loss value", fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def iou_bars(stages: list[Stage], path: Path) -> Path:
     n = len(stages)
     width = 0.8 / max(n, 1)
-    fig = _figure(max(10.0, 0.5 * len(C.CLASS_NAMES) * max(1.0, n / 3)), 3.8)
+    fig = _figure(min(16.0, max(10.0, 0.5 * len(C.CLASS_NAMES) * max(1.0, n / 3))), 3.8)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(C.CLASS_NAMES))
     for j, s in enumerate(stages):
         vals = [finite(s.metrics["iou"].get(c)) for c in C.CLASS_NAMES]
         xs = [x[i] - 0.4 + width * (j + 0.5) for i, v in enumerate(vals) if v is not None]
         ys = [v for v in vals if v is not None]
-        label = s.name + (f" ({s.role})" if s.role else "") + f": mIoU {s.miou:.2f}"
+        label = f"{s.label}: mIoU {s.miou:.2f}"
         ax.bar(xs, ys, width=width, label=label, color=f"C{j % 10}",
                hatch="//" if s.role == "oracle" else None, edgecolor="white" if s.role != "oracle" else "0.3",
                linewidth=0.3)

@@ -1,5 +1,6 @@
 """The report rendered through two Jinja2 templates: one self-contained HTML page (every figure embedded
-as a data: URI, inline CSS) and its Markdown twin linking the figure files."""
+as a data: URI, inline CSS) and its Markdown twin linking the figure files. Both link, relative to
+the report folder, each figure's SVG and the tables' CSV and LaTeX files written beside them."""
 from __future__ import annotations
 
 import base64
@@ -46,7 +47,8 @@ HTML = """<!DOCTYPE html>
 {%- for c in r %}<td{{ cell_class(c, loop.first) }}>{% if c.bold %}<b>{{ c.text }}</b>{% else %}{{ c.text }}{% endif %}</td>{% endfor %}</tr>
 {%- endfor %}</table></div>
 {% elif b is figure -%}
-<figure><img src="{{ b | data_uri }}"{{ b | enlarge }} alt="{{ b.caption }}"><figcaption>{{ b.caption }}</figcaption></figure>
+<figure><img src="{{ b | data_uri }}"{{ b | enlarge }} alt="{{ b.caption }}"><figcaption>{{ b.caption }}
+{%- if b | vector %} (<a href="{{ b | vector }}">SVG</a>){% endif %}</figcaption></figure>
 {% endif -%}
 {% endfor -%}
 </section>
@@ -75,7 +77,7 @@ MARKDOWN = """# {{ title }}
 {% elif b is figure -%}
 ![{{ b.caption | replace("[", "(") | replace("]", ")") }}]({{ b | relative }})
 
-_{{ b.caption }}_
+_{{ b.caption }}_{% if b | vector %} ([SVG]({{ b | vector }})){% endif %}
 
 {% endif -%}
 {% endfor -%}
@@ -88,10 +90,19 @@ def _numeric(text: str) -> bool:
 
 
 def _inline(text: str) -> Markup:
-    """A paragraph's `code` spans and **bold**, the rest escaped."""
+    """A paragraph's `code` spans, **bold** and [links](relative/path), the rest escaped."""
     t = str(escape(text))
     t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', t)
     return Markup(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t))
+
+
+def _vector(base: Path):
+    """The filter giving a figure's SVG twin relative to `base` ("" when there is none)."""
+    def vector(f: Figure) -> str:
+        svg = Path(f.path).with_suffix(".svg")
+        return svg.resolve().relative_to(base.resolve()).as_posix() if svg.is_file() else ""
+    return vector
 
 
 def _cell_class(c: Cell, first: bool) -> Markup:
@@ -119,9 +130,9 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     return env
 
 
-def render_html(title: str, sections: list[Section]) -> str:
+def render_html(title: str, sections: list[Section], base: Path) -> str:
     env = _environment(autoescape=True)
-    env.filters.update(inline=_inline, data_uri=_data_uri, enlarge=_enlarge)
+    env.filters.update(inline=_inline, data_uri=_data_uri, enlarge=_enlarge, vector=_vector(base))
     return env.from_string(HTML).render(title=title, css=Markup(_CSS), sections=sections, cell_class=_cell_class)
 
 
@@ -130,7 +141,8 @@ def render_markdown(title: str, sections: list[Section], base: Path) -> str:
     def md(text: str) -> str:
         return text.replace("|", "\\|")
     env.filters.update(md=md, md_cell=lambda c: f"**{md(c.text)}**" if c.bold and c.text.strip() else md(c.text),
-                       relative=lambda f: Path(f.path).resolve().relative_to(base.resolve()).as_posix())
+                       relative=lambda f: Path(f.path).resolve().relative_to(base.resolve()).as_posix(),
+                       vector=_vector(base))
     numeric_columns = lambda b: [i > 0 and all(_numeric(r[i].text) for r in b.rows if i < len(r))  # noqa: E731
                                  for i in range(len(b.columns))]
     return env.from_string(MARKDOWN).render(title=title, sections=sections, numeric_columns=numeric_columns)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline import classes as C
+from pipeline.data import pngio
 from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
@@ -13,7 +14,8 @@ from pipeline.runtime.progress import Reporter
 from pipeline.runtime.run import StageDir
 from pipeline.stages.report.content import (Cell, Figure, Para, Section, Stage, Table, fmt_num, fmt_pct, read_json,
                                             read_jsonl, safe_name)
-from pipeline.stages.report.figures import curve_series, finite, iou_bars, loss_figure, panel_figure
+from pipeline.stages.report.figures import curve_series, iou_bars, loss_figure, panel_figure, svg_of_png
+from pipeline.stages.report.tables import TICK, per_class_values
 
 ALIGN_SHORT = {"object": "obj", "category": "cat", "background": "bg"}
 PSEUDO_PREVIEWS = 4
@@ -24,11 +26,15 @@ def header_section(run: Path, stages: list[Stage], generated: str) -> Section:
     sec.blocks.append(Para(f"run: `{run}` · generated: {generated} · phfa {__version__}"))
     rows, keys = [], []
     for s in stages:
-        rows.append([Cell(s.name), Cell(s.kind), Cell(s.status), Cell(str(s.manifest.get("finished") or "—")),
+        rows.append([Cell(s.method or "—"), Cell(s.name), Cell(s.kind), Cell(s.status),
+                     Cell(str(s.manifest.get("finished") or "—")),
                      Cell(fmt_num(s.miou, ".2f") if s.metrics else "—")])
         keys.append(s.name)
-    sec.blocks.append(Table(["stage", "kind", "status", "finished", "target val mIoU"], rows, id="stages",
+    sec.blocks.append(Table(["method", "stage", "kind", "status", "finished", "target val mIoU"], rows, id="stages",
                             keys=keys))
+    sec.blocks.append(Para("method: the paper's row name, from each stage's role and recorded settings (FCN: "
+                           "source-only; +AA, +IT, +SG: the paper's cumulative rows; PHFA: adversarial with every "
+                           "hierarchy level over progressive sources; full: PHFA + IT + SG)", "note"))
     return sec
 
 
@@ -39,17 +45,13 @@ def per_class_section(evaluated: list[Stage], run: Path) -> Section:
                                f"--no-adversarial --no-hierarchy` (source-only) and `phfa adapt --run {run} "
                                f"--sources unity,gta5` with a labelled target val split", "note"))
         return sec
-    cols = ["class"] + [s.name + (f" ({s.role})" if s.role else "") for s in evaluated]
+    cols = ["class"] + [s.label for s in evaluated]
     rows = []
-    for c in list(C.CLASS_NAMES) + ["mIoU"]:
-        vals = [(s.miou if c == "mIoU" else finite(s.metrics["iou"].get(c))) for s in evaluated]
-        pool = [v for v, s in zip(vals, evaluated) if v is not None and s.role != "oracle"]
-        best = max(pool) if len(pool) > 1 and max(pool) > 0 else None  # no bold for ties at 0
+    for c, vals, bold in per_class_values(evaluated):
         fmt = ".2f" if c == "mIoU" else ".1f"
         rows.append([Cell(f"mIoU ({evaluated[0].metrics.get('classes', 19)})" if c == "mIoU" else c,
                           bold=c == "mIoU")]
-                    + [Cell(fmt_num(v, fmt), bold=v is not None and best is not None and v == best and s.role != "oracle")
-                       for v, s in zip(vals, evaluated)])
+                    + [Cell(fmt_num(v, fmt), bold=b) for v, b in zip(vals, bold)])
     rows.append([Cell("pixel acc.")] + [Cell(fmt_num(s.metrics.get("pixel_acc"), ".2f")) for s in evaluated])
     sec.blocks.append(Table(cols, rows, id="per-class-table", keys=list(C.CLASS_NAMES) + ["miou", "pixel_acc"]))
     sec.blocks.append(Para("bold: the best value of each row among the non-oracle stages.", "note"))
@@ -66,7 +68,7 @@ def ablation_section(evaluated: list[Stage], src: Stage | None, oracle: Stage | 
     base = src.miou if src is not None else None
     top = oracle.miou if oracle is not None else None
     rows, keys = [], []
-    tick = "✓"
+    tick = TICK
     best = max((s.miou for s in evaluated if s.role != "oracle"), default=None)
     for s in evaluated:
         share = None
@@ -77,14 +79,15 @@ def ablation_section(evaluated: list[Stage], src: Stage | None, oracle: Stage | 
         comps = {"AA": tick if s.adversarial else "", "IT": it, "progressive": tick if len(s.sources) > 1 else "",
                  "HFA": "+".join(ALIGN_SHORT.get(a, a) for a in s.align), "SG": tick if s.kind == "retrain" else ""}
         delta = None if base is None else s.miou - base
-        data.append({"stage": s.name, "role": s.role, **comps, "miou": s.miou, "delta": delta, "gap_share": share})
-        rows.append([Cell(s.name + (f" ({s.role})" if s.role else ""))]
+        data.append({"method": s.method, "stage": s.name, "role": s.role, **comps, "miou": s.miou, "delta": delta,
+                     "gap_share": share, "best": not is_or and s.miou == best})
+        rows.append([Cell(s.method or "—"), Cell(s.name)]
                     + [Cell("—" if is_or else v) for v in comps.values()]
                     + [Cell(f"{s.miou:.2f}", bold=not is_or and s.miou == best),
                        Cell("—" if delta is None else f"{delta:+.2f}"),
                        Cell("—" if share is None else f"{100 * share:.1f} %")])
         keys.append(s.name)
-    sec.blocks.append(Table(["stage", "AA", "IT", "progressive", "HFA", "SG", "mIoU", "Δ vs source-only",
+    sec.blocks.append(Table(["method", "stage", "AA", "IT", "progressive", "HFA", "SG", "mIoU", "Δ vs source-only",
                              "oracle gap recovered"], rows, id="ablation-table", keys=keys))
     sec.blocks.append(Para("AA: output-space adversarial alignment in some phase; IT: image translation "
                            "(CycleGAN-translated sources; FDA: Fourier domain adaptation); progressive: more than "
@@ -151,17 +154,17 @@ def panel_section(run: Path, data: DataConfig | None, src: Stage | None, final: 
         return sec
     try:
         models = []
-        for role, st in (("source-only", src), ("final", final)):
+        for title, st in ((src.label, src), (f"final: {final.label}", final)):
             model, ck = load_segmentor(StageDir(st.path.parent, st.name).model("--run"), "--run",
                                        expect_classes=C.NUM_CLASSES)
             model.eval()
-            models.append((f"{role}: {st.name}", model, tuple(from_dict(ck["config"]).target_size)))
+            models.append((title, model, tuple(from_dict(ck["config"]).target_size)))
         path = panel_figure(spec, items, models, fig_dir / "panel.png", reporter)
     except PhfaError as e:  # a damaged checkpoint or image costs the panel, not the report
         sec.blocks.append(Para(f"no panel: {e}", "note"))
         return sec
     sec.blocks.append(Figure(path, f"{len(items)} {target} val images (first by name): image | ground truth | "
-                                   f"source-only ({src.name}) | final ({final.name})"))
+                                   f"source-only: {src.label} | final: {final.label}"))
     return sec
 
 
@@ -178,7 +181,7 @@ def curves_section(stages: list[Stage], fig_dir: Path, run: Path) -> Section:
         if not series:
             continue
         what = "CycleGAN losses" if s.kind == "translate" else "training losses"
-        title = f"{s.name}: {what}" + ("" if s.finished else f" ({s.status})")
+        title = f"{s.label}: {what}" + ("" if s.finished else f" ({s.status})")
         p = loss_figure(title, series, bounds, fig_dir / f"curves-{safe_name(s.name)}.png")
         sec.blocks.append(Figure(p, title + (" — x: global iteration across phases, dashed: phase boundaries"
                                              if len(bounds) > 1 else "")))
@@ -190,13 +193,16 @@ def curves_section(stages: list[Stage], fig_dir: Path, run: Path) -> Section:
 
 
 def _copy_png(src: Path, dst: Path) -> Path | None:
+    """Copy a preview PNG (and write an SVG holding it beside the copy); None when it is no PNG."""
     try:
         data = src.read_bytes()
-    except OSError:
+        w, h = pngio.image_size(src)
+    except (OSError, PhfaError):
         return None
     if not data.startswith(b"\x89PNG"):
         return None
     write_bytes(dst, data)
+    write_bytes(dst.with_suffix(".svg"), svg_of_png(data, w, h))
     return dst
 
 
