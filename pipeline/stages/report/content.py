@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.data.dataconfig import DataConfig, load_data_config
+from pipeline.data.dataconfig import DEFAULT_CONFIG, DataConfig, load_data_config
 from pipeline.errors import PhfaError
 from pipeline.runtime import layout
 from pipeline.runtime.runindex import Entry, RunIndex
+from pipeline.stages import runconfig
 from pipeline.stages.report.methods import method_name
 
 
@@ -126,19 +127,13 @@ def classify(index: RunIndex, evaluated: list[Stage], oracle: Stage | None) -> t
 
 
 def resolve_data_config(run: Path, config: Path | None) -> DataConfig | None:
-    """`config` when given (errors as usual); else ./phfa-data.toml, else the data config a stage
-    manifest recorded; None when none exists (the report then skips the panel)."""
+    """`config` when given (errors as usual); else the data config the run's stages recorded, else
+    ./phfa-data.toml (the rule of every command on a run); None when none is readable (the report
+    then skips the panel)."""
     if config is not None:
         return load_data_config(config)
-    cands = [Path("phfa-data.toml")]
-    if Path(run).is_dir():
-        for st in find_stages(RunIndex(run)):
-            p = (st.manifest.get("inputs") or {}).get("data_config") if isinstance(st.manifest.get("inputs"), dict) \
-                else None
-            if p:
-                cands.append(Path(p))
-    for c in cands:
-        if c.is_file():
+    for c in (runconfig.recorded(run), Path(DEFAULT_CONFIG)):
+        if c is not None and c.is_file():
             try:
                 return load_data_config(c)
             except PhfaError:

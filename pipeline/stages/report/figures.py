@@ -201,7 +201,7 @@ def panel_figure(spec, items, models: list[tuple[str, object, tuple[int, int]]],
     cols = ["image", "ground truth"] + [t for t, _, _ in models]
     rows, present = [], set()
     if reporter is not None:
-        reporter.phase("report: panel", 0, len(items))
+        reporter.phase("report: panel", 0, len(items), unit="images")
     for i, s in enumerate(items):
         img, gt = datasets.load_pair(spec, s, None, with_label=s.label is not None)
         h, w = img.shape[:2]
