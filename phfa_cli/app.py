@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from phfa_cli import config_cmd, data_cmd, eval_cmd, predict_cmd, prepare_cmd, report_cmd, train_cmd
+from phfa_cli import config_cmd, data_cmd, eval_cmd, export_cmd, predict_cmd, prepare_cmd, report_cmd, train_cmd
 from phfa_cli.common import DEBUG
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -44,6 +44,7 @@ prepare_cmd.register(app)
 train_cmd.register(app)
 eval_cmd.register(app)
 predict_cmd.register(app)
+export_cmd.register(app)
 report_cmd.register(app)
 config_cmd.register(app)
 
