@@ -86,6 +86,17 @@ def run_data(run: Path | None, config: Path | None):
     return data_config(run, config, note=lambda s: err.print(f"note: {escape(s)}"))
 
 
+def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
+    """`W,H` (or `WxH`) in pixels, as every --size option takes it."""
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise PhfaError(f"{option} takes W,H in pixels (e.g. 1024,512), not '{text}'") from None
+    return w, h
+
+
 def metrics_table(m: dict, title: str) -> Table:
     """Per-class IoU in the row order of the paper's Table II, then mIoU and pixel accuracy."""
     t = Table(title=title, title_justify="left", min_width=max(30, min(len(title), 100)))

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from phfa_cli.common import err, guarded, out
+from phfa_cli.common import err, guarded, out, parse_size
 
 
 def register(app: typer.Typer) -> None:
@@ -24,14 +24,17 @@ def register(app: typer.Typer) -> None:
         checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Segmentor checkpoint (final.pt).")] = None,
         run: Annotated[Optional[Path], typer.Option("--run", help="Use a stage of this run (default: its final stage).")] = None,
         stage: Annotated[Optional[str], typer.Option("--stage", help="Stage folder of --run, e.g. retrain or adapt.")] = None,
-        size: Annotated[Optional[tuple[int, int]], typer.Option("--size", metavar="W H", help="ONNX: fix the input height and width to W x H (default: free, checked at the stage's target_size); TorchScript: the size it is traced and checked at.")] = None,
+        size: Annotated[Optional[str], typer.Option("--size", metavar="W,H", help="ONNX: fix the input width and height to W,H (default: free, checked at the stage's target_size); TorchScript: the size it is traced and checked at.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
     ):
         """Export a stage's segmentation model (image N x 3 x H x W -> logits N x 19 x H x W, upsampled
         inside the graph) with its classes and normalisation as metadata; the file is checked against
         the PyTorch model on target images of the run's data before it is kept.
 
-        Example: phfa export --run runs/toy --format onnx --out toy.onnx
+        \b
+        Example:
+            phfa export --run runs/demo --format onnx --out demo.onnx
+            phfa export --run runs/demo --stage adapt --format torchscript --out adapt.ts --size 1024,512
         """
         from pipeline.stages.export import check_format, check_out, export
         from pipeline.stages.predict import resolve_checkpoint
@@ -41,7 +44,7 @@ def register(app: typer.Typer) -> None:
         ckpt, picked = resolve_checkpoint(checkpoint, run, stage)
         if picked is not None:
             err.print(f"using stage '{escape(picked)}' of {escape(str(run))} (its final model; --stage to choose)")
-        s = export(ckpt, out_file, f, run=run, stage=picked or stage, size=size, overwrite=overwrite)
+        s = export(ckpt, out_file, f, run=run, stage=picked or stage, size=parse_size(size), overwrite=overwrite)
         c = s["check"]
         shape = " x ".join(str(v) for v in s["input_shape"])
         sizes = " (the first also at {}x{})".format(*c["sizes"][1]) if len(c["sizes"]) > 1 else ""

@@ -8,17 +8,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from phfa_cli.common import err, guarded, out
-
-
-def _size(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        from pipeline.errors import PhfaError
-        raise PhfaError(f"--size takes W,H in pixels (e.g. 1024,512), not '{text}'") from None
+from phfa_cli.common import parse_size, err, guarded, out
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +47,7 @@ def register(app: typer.Typer) -> None:
                       console=err, transient=True, disable=not err.is_terminal) as prog:
             task = prog.add_task("predict", total=None)
             s = predict(images, out_dir, ckpt, overlay=overlay, batch_size=batch_size, precision=precision,
-                        overwrite=overwrite, size=_size(size), progress=lambda done, total: prog.update(task, completed=done, total=total))
+                        overwrite=overwrite, size=parse_size(size), progress=lambda done, total: prog.update(task, completed=done, total=total))
         for r in s["renamed"]:
             err.print(f"[yellow]name clash:[/] {escape(r['image'])} -> {escape(r['output'])}")
         for k in s["skipped"]:

@@ -142,7 +142,7 @@ def test_fixed_size_and_a_bare_checkpoint(trained, tmp_path):
     ck.parent.mkdir()
     shutil.copy(run / STAGE / "final.pt", ck)
     out = tmp_path / "fixed.onnx"
-    r = _export("--checkpoint", ck, "--format", "onnx", "--out", out, "--size", "48", "32")
+    r = _export("--checkpoint", ck, "--format", "onnx", "--out", out, "--size", "48,32")
     assert r.exit_code == 0, r.output
     assert "1 random image" in r.output and "at 48x32:" in r.output
     inp = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()[0]
@@ -173,7 +173,7 @@ def test_bad_inputs_are_one_sentence(trained, tmp_path):
     _one_sentence(_export("--run", run, "--format", "onnx", "--out", tmp_path / "d.onnx"), "--out", "folder")
     _one_sentence(_export("--run", run, "--stage", "retrain", "--format", "onnx", "--out", out), "--stage", "retrain")
     _one_sentence(_export("--run", tmp_path / "norun", "--format", "onnx", "--out", out), "--run", "norun")
-    _one_sentence(_export("--run", run, "--format", "onnx", "--out", out, "--size", "8", "32"), "--size")
+    _one_sentence(_export("--run", run, "--format", "onnx", "--out", out, "--size", "8,32"), "--size")
     # an unfinished stage
     (run / "adapt").mkdir(exist_ok=True)
     (run / "adapt" / "manifest.json").write_text(json.dumps({"status": "running"}))
