@@ -88,6 +88,8 @@ class TrainConfig:
                                              # channels_last on CPU; fp32 = contiguous fp32 everywhere
     log_every: int = 50                      # iterations between log lines / metric records
     ckpt_every: int = 1000                   # iterations between last.pt snapshots
+    val_every: int = 0                       # stage steps between target-val validations (TensorBoard, best.pt;
+                                             # pipeline/validation.py; toy: 250); 0 = off (paper)
 
     def overrides(self, pairs: list[str]) -> "TrainConfig":
         return apply_overrides(self, pairs)
@@ -109,10 +111,11 @@ PRESETS: dict[str, dict] = {
     # source-only model for 500 iterations, since aligning a from-scratch model's outputs collapsed
     # them, and use lambda_adv 0.001, the value AdaptSegNet-derived configs use on the main output
     # (at the paper's 0.01 +AA alone collapsed on toytown: docs/notes/toytown-ablation.md §5).
+    # Periodic validation every 250 steps: one costs about 3 adaptation iterations (pipeline/validation.py).
     "toy": dict(backbone="effnet-lite0-s5", pretrained="imagenet", bn="trainable",
                 source_size=(240, 132), target_size=(256, 128), batch_size=4, hflip=True, photometric=True,
                 workers=0, cache=True, iters=1000, aux_share=0.5, poly_iters=0, optimizer="adamw", lr=2e-3,
-                lr_d=1e-4, d_ndf=32, log_every=50, ckpt_every=250,
+                lr_d=1e-4, d_ndf=32, log_every=50, ckpt_every=250, val_every=250,
                 init_stage=SOURCE_ONLY, init_iters=500, lambda_adv=0.001),
 }
 
@@ -199,7 +202,7 @@ def configure(cfg, sets=(), **options):
 
 # The range of every numeric field, in one place: (minimum, what it means). Sizes are checked per side.
 _AT_LEAST = {
-    "batch_size": 1, "iters": 1, "log_every": 1, "ckpt_every": 1, "preview_every": 1, "workers": 0,
+    "batch_size": 1, "iters": 1, "log_every": 1, "ckpt_every": 1, "val_every": 0, "preview_every": 1, "workers": 0,
     "memory_size": 1, "memory_size_object": 0, "object_top_k": 0, "poly_iters": 0, "init_iters": 0, "n_blocks": 0,
     "ngf": 1, "ndf": 1, "d_ndf": 1, "pool_size": 0, "seed": 0,
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -77,11 +78,14 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, size, bf16: bool = F
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], device: torch.device,
-             bf16: bool = False, reporter: Reporter | None = None, color_dir=None, per_image: list | None = None):
+             bf16: bool = False, reporter: Reporter | None = None, color_dir=None, per_image: list | None = None,
+             on_image: Callable | None = None):
     """Confusion matrix (numpy, 19 x 20) of `model` on a labelled split: inputs resized to `size`,
     logits upsampled to each label's native size. Accumulates on the device; one sync at the end
     (and one per image when `color_dir` asks for colourised predictions, written there, or when
-    `per_image` asks for each image's own confusion matrix, appended to it in split order)."""
+    `per_image` asks for each image's own confusion matrix, appended to it in split order).
+    `on_image(i, sample, image, prediction, ground_truth)` sees each image as it is evaluated (the
+    resized input, the prediction on the device and the trainIds at the label's size)."""
     was_training = model.training
     model.eval()
     items = datasets.samples(spec, split)
@@ -100,6 +104,8 @@ def evaluate(model: torch.nn.Module, spec, split: str, size: tuple[int, int], de
         conf += one
         if per_image is not None:
             per_image.append(one.cpu().numpy())
+        if on_image is not None:
+            on_image(i, s, img, pred, gt)
         if color_dir is not None:
             pngio.write_png(Path(color_dir) / f"{s.name}.png", C.colorize(pred.to(torch.uint8).cpu().numpy()))
         if reporter is not None:

@@ -43,10 +43,11 @@ from pipeline.losses import memory as memories
 from pipeline.losses import regions
 from pipeline.losses.maxsquare import class_balanced_max_square
 from pipeline.models.discriminator import OutputDiscriminator
-from pipeline.runtime import checkpoint, distributed
+from pipeline.runtime import checkpoint, distributed, layout
 from pipeline.runtime.progress import Reporter, Silent
-from pipeline.runtime import layout
 from pipeline.runtime.loop import loop, truncate_jsonl
+from pipeline.runtime.tensorboard import Board
+from pipeline.validation import Validator
 
 
 @dataclass
@@ -163,8 +164,10 @@ def nonfinite_advice(cfg: TrainConfig, it: int, bad: dict) -> str:
 
 def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Data, out: Path,
         reporter: Reporter, state: State | None = None, resume: dict | None = None,
-        device: torch.device | None = None, arch: dict | None = None) -> State:
-    """Train through `phases`, writing out/last.pt (snapshots) and out/metrics.jsonl."""
+        device: torch.device | None = None, arch: dict | None = None, board: Board | None = None,
+        validator: Validator | None = None) -> State:
+    """Train through `phases`, writing out/last.pt (snapshots) and out/metrics.jsonl; `board` gets the
+    metric lines and `validator` validates (with its best record in last.pt), at the stage step."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     state = state or State()
     bf16 = use_bf16(cfg.precision, device)
@@ -185,6 +188,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
     for pi in range(state.phase, len(phases)):
         ph = phases[pi]
         start_it = state.it if pi == state.phase else 0
+        offset = sum(p.iters for p in phases[:pi])  # the stage step this phase starts at
         # --- a fresh D, optimisers, schedules and memory per phase, seeded by (seed, phase)
         torch.manual_seed(stream_seed(cfg.seed, pi, 2))
         D = OutputDiscriminator(C.NUM_CLASSES, ndf=cfg.d_ndf).to(device) if ph.adversarial else None
@@ -232,6 +236,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
                     "opt_d": opt_d.state_dict() if opt_d is not None else None,
                     "memory": memory.state_dict() if memory is not None else None,
                     "average": average.state_dict() if average is not None and not phase_done else None,
+                    "best": validator.state() if validator is not None else None,
                     "rng": torch.get_rng_state(),
                 })
             return p
@@ -251,7 +256,8 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
              schedulers=schedulers, reporter=reporter, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
              snapshot=snapshot, metrics_path=metrics_path if main else None, record={"phase": ph.name},
              check_every_step=device.type == "cpu", advice=lambda it, bad: nonfinite_advice(cfg, it, bad),
-             last_good=out / layout.LAST if (out / layout.LAST).is_file() else None)
+             last_good=out / layout.LAST if (out / layout.LAST).is_file() else None, board=board if main else None,
+             step0=offset, after_step=validator.hook(offset, ph.name) if validator is not None and main else None)
         state.history.append({**ph.describe(),
                               "memory_counts": memory.counts() if memory is not None else None,
                               "participation": memories.participation(memory, C.CLASS_NAMES),

@@ -6,7 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "pipeline"
 LAYER = {"classes": 0, "errors": 0, "config": 0, "textfiles": 0, "metrics": 1, "inference": 1, "data": 1, "losses": 1,
-         "models": 1, "runtime": 1, "data_manifests": 1, "train": 2, "pseudolabel": 2, "stages": 3, "api": 4}
+         "models": 1, "runtime": 1, "data_manifests": 1, "train": 2, "pseudolabel": 2, "validation": 2,
+         "stages": 3, "api": 4}
 
 
 def modules():

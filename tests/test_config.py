@@ -19,7 +19,8 @@ def test_presets_are_valid():
 @pytest.mark.parametrize("pair", ["source_size=0x0", "source_size=-8x8", "target_size=64", "ckpt_every=0",
                                   "log_every=0", "workers=-1", "batch_size=0", "iters=0", "lr=0", "lambda_adv=-1",
                                   "memory_size=0", "betas_d=0.9,1.5", "poly_iters=10", "aux_share=0",
-                                  "aux_share=1.5", "d_ndf=0", "photometric_range=1", "photometric_range=-0.1"])
+                                  "aux_share=1.5", "d_ndf=0", "photometric_range=1", "photometric_range=-0.1",
+                                  "val_every=-1"])
 def test_train_settings_out_of_range_are_refused(pair):
     with pytest.raises(PhfaError, match=pair.split("=")[0]):
         preset("toy").overrides([pair])

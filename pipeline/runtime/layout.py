@@ -7,8 +7,9 @@
     RUN/retrain[-<labels stage>]/      `phfa retrain` (Eq. 11)
     RUN/report/                        `phfa report`
 
-Inside a stage folder: manifest.json, final.pt, last.pt, metrics.json, metrics.jsonl (the
-constants below). Which stage plays which role is the run index's answer (runindex.py).
+Inside a stage folder: manifest.json, final.pt, last.pt, metrics.json, metrics.jsonl, best.pt
+and TensorBoard's event files (the constants below). Which stage plays which role is the run
+index's answer (runindex.py).
 
 Stage names become folder names, so a name given by the user (`--tag`, `--from`, `--stage`)
 must be a plain name: no separators, no `..`, nothing that would land outside the run.
@@ -26,7 +27,10 @@ MANIFEST = "manifest.json"     # what the stage is, how it was made, its status 
 FINAL = "final.pt"             # the trained model, rebuildable on its own (adapt, retrain)
 LAST = "last.pt"               # the full training state a --resume continues from (adapt, retrain, translate)
 METRICS = "metrics.json"       # target-val evaluation written by `phfa eval` (adapt, retrain)
-METRIC_ROWS = "metrics.jsonl"  # one line of losses per logged iteration
+METRIC_ROWS = "metrics.jsonl"  # one line of losses per logged iteration (and one per periodic validation)
+BEST = "best.pt"               # the weights of the best periodic validation (val_every): kept, never used unless asked
+EVENTS = "events.out.tfevents.*"  # TensorBoard event files (SummaryWriter's names), in the stage folder itself,
+                                  # so `tensorboard --logdir RUN` names each curve after its stage
 
 TRANSLATE_SUFFIX = {"cyclegan": "", "fda": "-fda"}
 SOURCE_STYLES = {"raw": None, "translated": "cyclegan", "fda": "fda"}   # --source-style -> translate method

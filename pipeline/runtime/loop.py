@@ -1,7 +1,8 @@
 """The loop machinery every training stage shares — the segmentation loop of `pipeline.train`
 (source-only, adapt, retrain) and the CycleGAN of `phfa translate`: iterations of one phase with
-the schedule step, the non-finite check, metric lines, snapshots, and Ctrl-C honoured between
-iterations (never inside one), so `last.pt` always holds the state after a complete iteration.
+the schedule step, the non-finite check, metric lines (and their TensorBoard scalars), snapshots,
+and Ctrl-C honoured between iterations (never inside one), so `last.pt` always holds the state
+after a complete iteration.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from pipeline.errors import PhfaError
 from pipeline.runtime.atomic import write_text
 from pipeline.runtime.progress import Reporter
+from pipeline.runtime.tensorboard import Board
 
 
 class Interrupted(Exception):
@@ -82,11 +84,20 @@ def loop(name: str, start: int, total: int, step: Callable[[int], dict[str, torc
          schedulers: list, reporter: Reporter, log_every: int, ckpt_every: int,
          snapshot: Callable[[int], Path], metrics_path: Path | None, record: dict,
          check_every_step: bool, last_good: Path | None,
-         advice: Callable[[int, dict], str] | None = None) -> None:
+         advice: Callable[[int, dict], str] | None = None, board: Board | None = None, step0: int = 0,
+         after_step: Callable[[int], None] | None = None) -> None:
     """Iterations start..total of one phase: step, schedule, NaN check, metric lines, snapshots,
     Ctrl-C. `step(it)` returns detached 0-d loss tensors; nothing here syncs with the device
     except the NaN check (every step on CPU, at log intervals on CUDA) and the log lines.
-    `advice(it, bad_losses)` says what to do about a non-finite loss (default: lower the lr)."""
+    `advice(it, bad_losses)` says what to do about a non-finite loss (default: lower the lr).
+    `board` gets each metric line's values at stage step `step0 + it` and is flushed before every
+    snapshot; `after_step(it)` (periodic validation) runs after iteration `it`'s line, before
+    Ctrl-C is honoured and before a snapshot, so a snapshot always follows what it did."""
+    def save(it: int) -> Path:
+        if board is not None:
+            board.flush()
+        return snapshot(it)
+
     reporter.phase(name, start, total)
     sums: dict[str, torch.Tensor] = {}
     n_acc = 0
@@ -115,8 +126,14 @@ def loop(name: str, start: int, total: int, step: Callable[[int], dict[str, torc
                 reporter.log(it + 1, vals)
                 if metrics_path is not None:
                     append_jsonl(metrics_path, {**record, "iter": it + 1, **vals})
+                if board is not None:
+                    board.scalars(step0 + it + 1, vals)
                 sums, n_acc = {}, 0
+            if after_step is not None:
+                after_step(it + 1)
             if stop.requested:
-                raise Interrupted(snapshot(it + 1), it + 1, name)
+                raise Interrupted(save(it + 1), it + 1, name)
             if (it + 1) % ckpt_every == 0 and it + 1 < total:
-                last_good = snapshot(it + 1)
+                last_good = save(it + 1)
+    if board is not None:
+        board.flush()  # before the caller's end-of-phase snapshot

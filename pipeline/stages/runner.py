@@ -9,8 +9,10 @@ does *how*, the same way for all of them:
        aligning stage: `initial_weights`) or last.pt
     3. open the stage folder (refuse / resume / replace with --force, keeping the old one
        until the new one is written)
-    4. train (`pipeline.train.run`), write final.pt, evaluate on the target's val split,
-       mark the manifest finished
+    4. train (`pipeline.train.run`; TensorBoard events and, with `val_every`, periodic validation
+       and best.pt: `pipeline.validation`), write final.pt, evaluate it on the target's val
+       split, mark the manifest finished. final.pt is what every later stage, eval, predict and
+       report use; best.pt is kept for looking only
 
 Ctrl-C during training or evaluation leaves the manifest "interrupted" and a `--resume`
 continues where it stopped; evaluation is simply run again.
@@ -29,7 +31,6 @@ from pipeline import inference
 from pipeline import metrics as M
 from pipeline import train
 from pipeline.config import SOURCE_ONLY, TrainConfig, from_dict, warm_started
-from pipeline.data import datasets
 from pipeline.data.dataconfig import DataConfig
 from pipeline.errors import PhfaError
 from pipeline.models import segmentor
@@ -41,6 +42,8 @@ from pipeline.runtime.run import StageDir, now, sha256
 from pipeline.runtime import layout
 from pipeline.runtime.loop import Interrupted
 from pipeline.runtime.runindex import RunIndex
+from pipeline.runtime.tensorboard import Board
+from pipeline import validation
 
 
 @dataclass
@@ -99,11 +102,8 @@ def evaluate_target(model, data: DataConfig, target: str, cfg: TrainConfig, devi
                     reporter: Reporter | None = None) -> dict | None:
     """Target-val metrics when that split exists with labels, else None."""
     spec = data.domain(target)
-    try:
-        items = datasets.samples(spec, split)
-    except PhfaError:
-        return None
-    if not items or any(s.label is None for s in items):
+    items = validation.labelled_split(spec, split)
+    if items is None:
         return None
     conf = inference.evaluate(model, spec, split, cfg.target_size, device, inference.use_bf16(cfg.precision, device),
                               reporter=reporter)
@@ -170,8 +170,7 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
     t0 = time.time()
     try:
         try:
-            state = train.run(cfg, model, plan.phases, plan.data, sd.path, reporter, state=state, resume=ck,
-                              device=device, arch=segmentor.arch_of(cfg))
+            state = watched_run(data, sd, cfg, model, plan, reporter, state, ck, device)
         except Interrupted as e:
             if main:
                 e.restored = sd.interrupt(interrupted_at={"phase": e.phase, "iter": e.it}, last=str(e.path))
@@ -194,7 +193,9 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
             raise e from None
         if m is not None:
             write_json(sd.path / layout.METRICS, m)
-        return sd.finish(outputs={"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / layout.LAST)},
+        best = sd.path / layout.BEST  # periodic validation's, for looking: final.pt stays the model
+        outputs = {"final": str(final), "final_sha256": sha256(final), "last": str(sd.path / layout.LAST)}
+        return sd.finish(outputs={**outputs, **({"best": str(best)} if best.is_file() else {})},
                          metrics={"target_val_miou": m["miou"]} if m else {})
     except Interrupted:
         raise
@@ -202,6 +203,28 @@ def _run_stage(data, run, sd, cfg, make_plan, force, resume, reporter, command, 
         if main and sd.restore():  # --force: the replaced stage comes back
             reporter.message(f"the new attempt failed; {sd.path} is back as it was before --force")
         raise
+
+
+def watched_run(data: DataConfig, sd: StageDir, cfg: TrainConfig, model, plan: Plan, reporter: Reporter,
+                state: train.State | None, ck: dict | None, device) -> train.State:
+    """`train.run` with the stage's TensorBoard board and periodic validation (`val_every`), rank 0's.
+    A --resume purges the events past the stage step it continues from and keeps the best record of
+    last.pt; the board is closed before the stage folder is finished, interrupted or put back."""
+    main = distributed.is_main()
+    done = sum(p.iters for p in plan.phases[:state.phase]) + state.it if state is not None else None
+    board = Board(sd.path, resumed_at=done) if main else None
+    try:
+        validator = validation.periodic(model, data.domain(plan.target), cfg, device, sd.path, board, reporter,
+                                        {"target": plan.target, **plan.final_extra},
+                                        best=ck.get("best") if ck is not None else None,
+                                        on_best=lambda rec: sd.write(best=rec)) if main else None
+        if validator is not None and ck is not None:
+            sd.write(best=validator.state())  # the record of last.pt: a later one died with its attempt
+        return train.run(cfg, model, plan.phases, plan.data, sd.path, reporter, state=state, resume=ck, device=device,
+                         arch=segmentor.arch_of(cfg), board=board, validator=validator)
+    finally:
+        if board is not None:
+            board.close()
 
 
 def state_digest(model: torch.nn.Module) -> str:

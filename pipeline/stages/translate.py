@@ -39,6 +39,7 @@ from pipeline.runtime.run import StageDir, now, sha256
 from pipeline import train as T
 from pipeline.runtime import layout
 from pipeline.runtime.loop import Interrupted, loop, truncate_jsonl
+from pipeline.runtime.tensorboard import Board
 
 _GTA_PALETTE = C.label_id_palette()
 
@@ -217,7 +218,8 @@ def _translate(data, run, sd, src_spec, tgt_spec, src_items, source, target, cfg
 def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDir, seg_ckpt, resuming,
                     reporter: Reporter, device) -> tuple[CycleGAN, dict]:
     """Train the CycleGAN through the shared loop machinery (`pipeline.runtime.loop`): LambdaLR
-    schedules saved in last.pt, NaN check, metric lines, snapshots, Ctrl-C between iterations."""
+    schedules saved in last.pt, NaN check, metric lines and their TensorBoard scalars
+    (`pipeline.runtime.tensorboard`), snapshots, Ctrl-C between iterations."""
     from pipeline.losses.perceptual import SegPerceptualLoss
 
     torch.manual_seed(T.stream_seed(cfg.seed, 0, 2))
@@ -274,13 +276,17 @@ def _train_cyclegan(cfg: TranslateConfig, src_spec, tgt_spec, names, sd: StageDi
             _preview(sd.path / f"preview-{it + 1:06d}.png", a[:1], gan.translate(a[:1]), b[:1])
         return losses
 
+    board = Board(sd.path, resumed_at=start if resuming else None)  # closed before the folder is finished or put back
     if rng is not None:  # last: everything built above may draw from the global RNG
         torch.set_rng_state(rng)
     t0 = time.time()
-    loop("cyclegan", start, cfg.iters, step, schedulers=schedulers, reporter=reporter, log_every=cfg.log_every,
-           ckpt_every=cfg.ckpt_every, snapshot=snapshot, metrics_path=sd.path / layout.METRIC_ROWS, record={},
-           check_every_step=device.type == "cpu",
-           last_good=sd.path / layout.LAST if (sd.path / layout.LAST).is_file() else None)
+    try:
+        loop("cyclegan", start, cfg.iters, step, schedulers=schedulers, reporter=reporter, log_every=cfg.log_every,
+             ckpt_every=cfg.ckpt_every, snapshot=snapshot, metrics_path=sd.path / layout.METRIC_ROWS, record={},
+             check_every_step=device.type == "cpu",
+             last_good=sd.path / layout.LAST if (sd.path / layout.LAST).is_file() else None, board=board)
+    finally:
+        board.close()
     info = {"iters": cfg.iters, "seconds": round(time.time() - t0, 1), "perceptual": perceptual is not None,
             "prepared_cache": {"source": src_ds.prepared, "target": tgt_ds.prepared}}
     snapshot(cfg.iters)
