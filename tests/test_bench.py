@@ -312,3 +312,10 @@ def test_stage_diagnostics_reads_shares_memories_and_warm_start(tmp_path, monkey
     assert row["things"].startswith("3 of 11: pole 500")  # pole, car, truck full
     (st / "manifest.json").write_text(json.dumps({"status": "running"}))
     assert sd.stage_row(st) is None
+
+
+def test_train_step_cpu_mode_runs_each_side_in_its_own_process():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "train_step.py"), "--cpu", "--smoke"], capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("peak RSS") == 2 and "ratio b/a: time" in r.stdout and "1 timed steps" in r.stdout
