@@ -21,7 +21,6 @@ machinery the CycleGAN shares), so `last.pt` always holds the state after a comp
 from __future__ import annotations
 
 import os
-
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
