@@ -234,16 +234,18 @@ def build_train(rep: Report, cfg, kind: str, batch: int, compile_model: bool = F
     with torch.device(dev):  # initialise on the device: seconds less per row for R101
         model = build_deeplab(cfg.backbone, 19, "none", cfg.bn)
         D = OutputDiscriminator(19)
-    opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
     (sw, sh), (tw, th) = cfg.source_size, cfg.target_size
     src = stream(dev, batch, sw, sh)
-    if kind == "ref":
+    if kind == "ref":  # AdaptSegNet's optimisers as its code builds them
+        opt = torch.optim.SGD(model.param_groups(cfg.lr), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
         torch.backends.cudnn.benchmark = False  # PyTorch's default
         tgt = stream(dev, batch, tw, th, labelled=False)
         return (lambda: reference_step(model, D, opt, opt_d, src, tgt, cfg.lambda_adv)), [model, D, opt, opt_d]
     torch.backends.cudnn.benchmark = True  # what pipeline.stages.runner sets
+    opt = train.make_optimizer(cfg, model)  # phfa's optimisers, as pipeline.train.run builds them
+    opt_d = train.make_d_optimizer(cfg, D)
     bf16 = train.use_bf16(cfg.precision, dev)
     if bf16:
         model = model.to(memory_format=torch.channels_last)

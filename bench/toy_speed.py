@@ -60,7 +60,7 @@ def main():
         D = opt_d = tgt = None
         if phase.adversarial:
             D = OutputDiscriminator(C.NUM_CLASSES, ndf=cfg.d_ndf).to(dev)
-            opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
+            opt_d = train.make_d_optimizer(cfg, D)
             tgt = stream(*cfg.target_size)
         memory = train.hierarchy_memory(cfg, phase.align, model.feature_dim, dev)
         src = stream(*cfg.source_size)

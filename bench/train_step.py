@@ -70,7 +70,7 @@ def main():
         # D, optimisers and the per-level feature memories exactly as the training loop builds them
         D = OutputDiscriminator(19, ndf=cfg.d_ndf).to(dev)
         opt = train.make_optimizer(cfg, model)
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
+        opt_d = train.make_d_optimizer(cfg, D)
         mem = train.hierarchy_memory(cfg, phase.align, model.feature_dim, dev)
         src, tgt = stream(*cfg.source_size), stream(*cfg.target_size)
         for i in range(a.warmup):
@@ -93,8 +93,9 @@ def main():
     pa = train.Phase("a", "s", iters, adversarial=True, align=())
     pb = train.Phase("b", "s", iters, adversarial=True, align=("object", "category", "background"))
     cfg_a = dataclasses.replace(base, precision="fp32")
-    if a.child is not None:  # one side of --cpu, in its own process
-        ms, _ = measure(cfg_a, pa, bf16=False) if a.child == "a" else measure(base, pb, bf16=False)
+    if a.child is not None:  # one side of --cpu, in its own process: both in contiguous fp32 (phfa's
+        # CPU default, channels_last, would feed channels-last images to a contiguous model here)
+        ms, _ = measure(cfg_a, pa, bf16=False) if a.child == "a" else measure(cfg_a, pb, bf16=False)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(json.dumps({"ms": ms, "peak_gib": peak, "threads": torch.get_num_threads()}))
         return

@@ -196,7 +196,7 @@ def run(cfg: TrainConfig, model: torch.nn.Module, phases: list[Phase], data: Dat
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly_schedule(horizon, cfg.poly_power))]
         opt_d = None
         if D is not None:
-            opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d)
+            opt_d = make_d_optimizer(cfg, D)
             schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt_d, poly_schedule(horizon, cfg.poly_power)))
         memory = hierarchy_memory(cfg, ph.align, model.feature_dim, device)
         average, average_from = weight_average(cfg, model, ph.iters, device)
@@ -295,12 +295,25 @@ def hierarchy_memory(cfg: TrainConfig, align, dim: int, device: torch.device) ->
         background_size=cfg.memory_size if "background" in align else 0).to(device)
 
 
+def fused(device: torch.device) -> bool:
+    """Adam's fused kernel keeps its step counter on the parameters' device: the per-parameter
+    implementation reads that counter on the host in every step (a device wait on a GPU)."""
+    return device.type in ("cuda", "cpu")
+
+
+def make_d_optimizer(cfg: TrainConfig, D: torch.nn.Module) -> torch.optim.Optimizer:
+    """The discriminator's Adam (the reference's), fused where the device has the kernel."""
+    return torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas_d,
+                            fused=fused(next(D.parameters()).device))
+
+
 def make_optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
     """The segmentor's optimiser over its parameter groups (classifier at 10x lr): SGD with
     momentum as in the reference code, or AdamW (momentum as beta1) for from-scratch toy runs."""
     groups = model.param_groups(cfg.lr)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay,
+                                 fused=fused(next(model.parameters()).device))
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

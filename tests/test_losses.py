@@ -23,11 +23,12 @@ from pipeline.losses.alignment import (
 )
 from pipeline.losses.memory import FeatureMemory, HierarchyMemory, level_memories, participation
 from pipeline.losses.regions import (
-    class_means,
+    class_regions,
+    components,
+    converged,
     correct_map,
     downsample_labels,
-    largest_per_group,
-    object_means,
+    object_regions,
     pooled_logits,
 )
 from pipeline.losses.maxsquare import class_balanced_max_square
@@ -36,15 +37,13 @@ CAR, PERSON, ROAD, SKY = 13, 11, 0, 10
 
 
 def object_features(feats, label_map, classes=THING_CLASSES, connectivity=2, top_k=0):
-    """(class, masked-average feature) of each kept component, in the order object_means finds them."""
-    cls, _, means = object_means(feats, label_map, classes, connectivity, top_k)
-    return [(int(c), means[i]) for i, c in enumerate(cls)]
+    """(class, masked-average feature) of each kept component, in the order they are found."""
+    return [(c, f) for c, _, f in object_regions(feats, label_map, classes, connectivity, top_k).found()]
 
 
 def class_features(feats, label_map, classes=STUFF_CLASSES):
     """(class, class-averaged feature) per image and class present."""
-    cls, _, means = class_means(feats, label_map, classes)
-    return [(int(c), means[i]) for i, c in enumerate(cls)]
+    return [(c, f) for c, _, f in class_regions(feats, label_map, classes).found()]
 
 
 # ----------------------------------------------------------------------------- adversarial
@@ -400,15 +399,59 @@ def test_background_loss_sums_images_and_classes():
     assert loss.item() != pytest.approx((0.1 + 7.0 + 0.5) / 3, abs=1e-3)  # not the mean over pairs
 
 
-def test_largest_per_group_by_hand():
-    image = np.array([0, 0, 0, 0, 1, 1])
-    cls = np.array([CAR, CAR, CAR, PERSON, CAR, CAR])
-    pixels = np.array([1, 5, 5, 2, 3, 9])
-    # image 0 car: sizes 1, 5, 5 -> k = 2 keeps both 5s (ties: first found first); person kept;
-    # image 1 car: keeps the 9 (and the 3).
-    assert largest_per_group(image, cls, pixels, 2).tolist() == [False, True, True, True, True, True]
-    assert largest_per_group(image, cls, pixels, 1).tolist() == [False, True, False, True, False, True]
-    assert largest_per_group(image, cls, pixels, 0).all()
+def test_top_k_ties_keep_the_component_found_first():
+    """Per (class, image) the k largest components; between equal sizes the one whose first pixel
+    comes first in raster order (scikit-image's numbering); each image ranks its own."""
+    feats = torch.stack([torch.arange(8.0).repeat(3, 1), torch.zeros(3, 8)])[None].repeat(2, 1, 1, 1)
+    lm = torch.full((2, 3, 8), ROAD)
+    lm[0, 0, 0] = CAR                      # 1 pixel, column 0
+    lm[0, 0, 2:4] = CAR                    # 2 pixels, columns 2-3: mean 2.5
+    lm[0, 0, 5:7] = CAR                    # 2 pixels, columns 5-6: mean 5.5
+    lm[0, 2, 7] = PERSON
+    lm[1, 2, 0] = CAR                      # image 1: 1 pixel, then 3 pixels
+    lm[1, 2, 4:7] = CAR
+    got = object_features(feats, lm, top_k=2)
+    assert [(c, f[0].item()) for c, f in got] == [(CAR, 2.5), (CAR, 5.5), (PERSON, 7.0), (CAR, 0.0), (CAR, 5.0)]
+    got1 = object_features(feats, lm, top_k=1)
+    assert [(c, f[0].item()) for c, f in got1] == [(CAR, 2.5), (PERSON, 7.0), (CAR, 5.0)]
+    assert len(object_features(feats, lm, top_k=0)) == 6
+
+
+def _serpentine(h, w):
+    a = torch.full((h, w), -1)
+    for y in range(0, h, 2):
+        a[y] = 0
+        if y + 1 < h:
+            a[y + 1, w - 1 if (y // 2) % 2 == 0 else 0] = 0
+    return a
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_components_equal_scikit_image(connectivity):
+    """The device algorithm gives scikit-image's partition, numbered by first pixel, on random
+    maps of several classes and on a serpentine (the longest path a map can hold)."""
+    from skimage.measure import label as sk_label
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.where(torch.rand(3, 17, 30, generator=g) < p, torch.randint(0, 3, (3, 17, 30), generator=g), -1)
+            for p in (0.4, 0.6, 0.8)]
+    maps.append(_serpentine(45, 80)[None])
+    for lm in maps:
+        root = components(lm, connectivity)
+        assert converged(lm, root, connectivity)
+        r = root.view(lm.shape)
+        for b in range(lm.shape[0]):
+            ref = sk_label((lm[b] + 1).numpy(), background=0, connectivity=connectivity)
+            mask = lm[b] >= 0
+            pairs = set(zip(ref[mask.numpy()].tolist(), r[b][mask].tolist()))
+            assert len(pairs) == ref.max() == len(set(r[b][mask].tolist()))
+            # each root is its component's first pixel in raster order
+            flat = torch.arange(lm[b].numel()).view(lm[b].shape) + b * lm[b].numel()
+            for comp in range(1, ref.max() + 1):
+                pix = flat[torch.from_numpy(ref == comp)]
+                assert set(r[b][torch.from_numpy(ref == comp)].tolist()) == {int(pix.min())}
+    # too few rounds leave the serpentine unfinished: the check can fail
+    lm = _serpentine(45, 80)[None]
+    assert not converged(lm, components(lm, connectivity, rounds=2), connectivity)
 
 
 def test_top_k_components_on_target_and_source():

@@ -132,8 +132,7 @@ def test_components_are_numbered_per_image_in_a_batch():
     lm[0, 0, 0] = car          # one pixel in image 0
     lm[1, 2:, 2:] = car        # a 2x2 car in image 1 ...
     lm[1, 0, 0] = car          # ... and a separate one-pixel car, not 8-connected to it
-    cls, _, means = regions.object_means(feats, lm, [car], 2, 0)
-    out = list(zip(cls.tolist(), means))
+    out = [(c, f) for c, _, f in regions.object_regions(feats, lm, [car], 2, 0).found()]
     assert [c for c, _ in out] == [car, car, car]
     assert sorted(float(f[0]) for _, f in out) == [1.0, 5.0, 7.0]
     mem = memories.FeatureMemory(19, size=4, dim=1)

@@ -43,7 +43,8 @@ default is SIM's value:
 Other choices where the paper is silent:
 - Label maps are taken at feature resolution (``downsample_labels``, nearest); a label map of
   another size is downsampled automatically.
-- Components: ``skimage.measure.label`` with connectivity 2 (8-neighbourhood), on the CPU.
+- Components: connectivity 2 (8-neighbourhood), computed on the features' device
+  (``regions.components``; equal to ``skimage.measure.label``'s).
 - The L1 distance is divided by the feature dimension D (as SIM: / 2048), so the loss scale does
   not depend on the backbone (512 vs 2048 channels).
 - With nothing to compare (empty memory, no region) the loss is a zero that is connected to the
@@ -52,18 +53,21 @@ Other choices where the paper is silent:
   at least one pixel, so they never change a value.
 - The memory stores float32 copies; query features are compared in float32 (safe under
   autocast).
+
+No host round-trip: regions, gates, memory updates and the participation record are tensors of
+fixed shape on the features' device (``regions.Regions``); nothing here calls ``.item()``,
+``nonzero`` or branches on a tensor's value, so on a GPU the step never waits for the device.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from pipeline.classes import STUFF_CLASSES, THING_CLASSES
 from pipeline.losses.memory import FeatureMemory
-from pipeline.losses.regions import TOP_K, class_means, classifier_agrees, object_means
+from pipeline.losses.regions import TOP_K, Regions, class_regions, classifier_agrees, object_regions
 
 
 # ----------------------------------------------------------------------------- distances and losses
@@ -83,28 +87,36 @@ def _graph_zero(features: torch.Tensor) -> torch.Tensor:
     return features.flatten()[:1].float().sum() * 0.0
 
 
-def _nearest_loss(cls: np.ndarray, image: np.ndarray, feats: torch.Tensor, memory: FeatureMemory,
-                  features: torch.Tensor, require_full: bool) -> torch.Tensor:
+def _in_memory(regions: Regions, memory: FeatureMemory) -> Regions:
+    """The regions of the classes the memory holds (a choice made on class ids, not tensor values)."""
+    keep = [i for i, c in enumerate(regions.classes) if c < memory.num_classes]
+    if len(keep) == len(regions.classes):
+        return regions
+    idx = torch.tensor(keep, dtype=torch.long).to(regions.valid.device)
+    return Regions(regions.feats[idx], regions.valid[idx], regions.order[idx],
+                   tuple(regions.classes[i] for i in keep))
+
+
+def _nearest_loss(regions: Regions, memory: FeatureMemory, features: torch.Tensor,
+                  require_full: bool) -> torch.Tensor:
     """sum over (image, class) of the mean over that pair's regions of the nearest-sample L1 / D."""
-    filled = memory.counts()
-    need = memory.size if require_full else 1
-    use = np.asarray([c < memory.num_classes and filled[c] >= need for c in cls], dtype=bool)
-    if not use.any():
+    regions = _in_memory(regions, memory)
+    kc, b, k, d = regions.feats.shape
+    if kc * b * k == 0:
         return _graph_zero(features)
-    cls, image = cls[use], image[use]
-    memory.joined[torch.from_numpy(np.unique(cls)).to(memory.joined.device)] = True
-    feats = feats[torch.from_numpy(np.flatnonzero(use)).to(feats.device)]
-    dist = feats.new_zeros(len(cls))
-    for c in np.unique(cls):
-        rows = torch.from_numpy(np.flatnonzero(cls == c)).to(feats.device)
-        dist = dist.index_put((rows,), nearest_l1(feats[rows], memory.bank[int(c), : filled[int(c)]]))
+    ids = regions.class_ids()[:, 0, 0]
+    filled = memory.count[ids]                                            # [K]
+    need = memory.size if require_full else 1
+    use = regions.valid & (filled >= need)[:, None, None]                # [K, B, k]
+    memory.joined[ids] = memory.joined[ids] | use.flatten(1).any(1)
+    # each region against the stored samples of its own class: [K, B*k] x [K, w, D]
+    dist = torch.cdist(regions.feats.reshape(kc, b * k, d), memory.bank[ids].to(regions.feats.device), p=1.0)
+    stored = torch.arange(memory.size, device=dist.device)[None, :] < filled[:, None]
+    dist = dist.masked_fill(~stored[:, None, :], float("inf")).min(dim=2).values.view(kc, b, k) / d
+    dist = torch.where(use, dist, torch.zeros_like(dist))
     # (image, class) groups: mean over the group's regions, then the sum over groups.
-    _, group = np.unique(image * memory.num_classes + cls, return_inverse=True)
-    group_t = torch.from_numpy(group.reshape(-1)).to(feats.device)
-    n_groups = int(group.max()) + 1
-    sums = dist.new_zeros(n_groups).index_add(0, group_t, dist)
-    sizes = torch.bincount(group_t, minlength=n_groups).to(dist.dtype)
-    return (sums / sizes).sum()
+    n = use.sum(dim=2).clamp(min=1).to(dist.dtype)
+    return (dist.sum(dim=2) / n).sum() + _graph_zero(features)
 
 
 def object_loss(
@@ -123,8 +135,8 @@ def object_loss(
     ``require_full`` (SIM: True): a class takes part once its memory holds ``memory.size``
     samples; False: once it holds one. Classes without a stored sample never take part.
     """
-    cls, image, feats = object_means(target_feats, target_map, classes, connectivity, top_k)
-    return _nearest_loss(cls, image, feats, memory, target_feats, require_full)
+    regions = object_regions(target_feats, target_map, classes, connectivity, top_k)
+    return _nearest_loss(regions, memory, target_feats, require_full)
 
 
 def background_loss(
@@ -139,22 +151,19 @@ def background_loss(
 
     ``require_full`` as in ``object_loss`` (SIM gates its stuff classes the same way).
     """
-    cls, image, feats = class_means(target_feats, target_map, classes)
-    return _nearest_loss(cls, image, feats, memory, target_feats, require_full)
+    regions = class_regions(target_feats, target_map, classes)
+    return _nearest_loss(regions, memory, target_feats, require_full)
 
 
-def _push_all(cls: np.ndarray, feats: torch.Tensor, memory: FeatureMemory) -> int:
-    for c in np.unique(cls):
-        rows = torch.from_numpy(np.flatnonzero(cls == c)).to(feats.device)
-        memory.push(int(c), feats[rows])
-    return len(cls)
-
-
-def _checked(cls: np.ndarray, feats: torch.Tensor, classifier: nn.Module | None) -> tuple[np.ndarray, torch.Tensor]:
-    if classifier is None or len(cls) == 0:
-        return cls, feats
-    keep = classifier_agrees(classifier, cls, feats)
-    return cls[keep], feats[torch.from_numpy(np.flatnonzero(keep)).to(feats.device)]
+def _store(regions: Regions, memory: FeatureMemory, classifier: nn.Module | None) -> torch.Tensor:
+    """Push each class's valid regions (in the order found) that pass the classifier check."""
+    regions = _in_memory(regions, memory)
+    kc, b, k, d = regions.feats.shape
+    valid = regions.valid
+    if classifier is not None:
+        valid = valid & classifier_agrees(classifier, regions)
+    return memory.push_many(regions.class_ids()[:, 0, 0], regions.feats.reshape(kc, b * k, d),
+                            valid.reshape(kc, b * k), regions.order.reshape(kc, b * k))
 
 
 @torch.no_grad()
@@ -166,16 +175,16 @@ def update_memory_objects(
     connectivity: int = 2,
     top_k: int = TOP_K,
     classifier: nn.Module | None = None,
-) -> int:
-    """Eq. (1), source side: push thing components of the correct map (Eq. 4); returns how many.
+) -> torch.Tensor:
+    """Eq. (1), source side: push thing components of the correct map (Eq. 4); returns how many
+    (a tensor: reading it would wait for the device).
 
     ``top_k`` (SIM: 10): the k largest components per class and image; 0 = all.
     ``classifier``: when given, a component is stored only if the classifier applied to its
     pooled feature predicts its class (SIM's check; ``pooled_logits``).
     """
-    cls, _, feats = object_means(source_feats.detach(), correct, classes, connectivity, top_k)
-    cls, feats = _checked(cls, feats, classifier)
-    return _push_all(cls, feats, memory)
+    regions = object_regions(source_feats.detach(), correct, classes, connectivity, top_k)
+    return _store(regions, memory, classifier)
 
 
 @torch.no_grad()
@@ -185,11 +194,11 @@ def update_memory_background(
     memory: FeatureMemory,
     classes: Sequence[int] = STUFF_CLASSES,
     classifier: nn.Module | None = None,
-) -> int:
-    """Eq. (5): push each (image, stuff class) average over the correct map (Eq. 4); returns how many.
+) -> torch.Tensor:
+    """Eq. (5): push each (image, stuff class) average over the correct map (Eq. 4); returns how
+    many (a tensor).
 
     ``classifier`` as in ``update_memory_objects`` (SIM checks its stuff features the same way).
     """
-    cls, _, feats = class_means(source_feats.detach(), correct, classes)
-    cls, feats = _checked(cls, feats, classifier)
-    return _push_all(cls, feats, memory)
+    regions = class_regions(source_feats.detach(), correct, classes)
+    return _store(regions, memory, classifier)

@@ -57,18 +57,49 @@ class FeatureMemory(nn.Module):
             feats = feats[None]
         if feats.dim() != 2 or feats.shape[1] != self.dim:
             raise ValueError(f"expected features [n, {self.dim}], got {tuple(feats.shape)}")
-        n = feats.shape[0]
-        if n == 0:
+        if feats.shape[0] == 0:
             return
-        feats = feats.detach().to(device=self.bank.device, dtype=self.bank.dtype)
-        skip = max(0, n - self.size)  # only the newest w of a large push survive
-        feats = feats[skip:]
-        # All on the buffers' device: no host synchronisation per push.
-        start = self.ptr[cls] + skip
-        slots = (start + torch.arange(feats.shape[0], device=self.bank.device)) % self.size
-        self.bank[cls].index_copy_(0, slots, feats)
-        self.ptr[cls] = (self.ptr[cls] + n) % self.size
-        self.count[cls] = torch.clamp(self.count[cls] + n, max=self.size)
+        n = feats.shape[0]
+        dev = self.bank.device
+        self.push_many(torch.full((1,), cls, dtype=torch.long, device=dev), feats.to(dev)[None],
+                       torch.ones(1, n, dtype=torch.bool, device=dev), torch.arange(n, device=dev)[None])
+
+    @torch.no_grad()
+    def push_many(self, classes: torch.Tensor, feats: torch.Tensor, valid: torch.Tensor,
+                  order: torch.Tensor) -> torch.Tensor:
+        """Store, for each of K distinct classes, its valid candidates in ``order`` (ascending):
+        ``classes`` [K], ``feats`` [K, n, D], ``valid`` and ``order`` [K, n]. Returns how many were
+        valid (a tensor). The same as one ``push`` per class with the valid rows in that order,
+        computed on the buffers' device with fixed shapes: no host synchronisation."""
+        if feats.dim() != 3 or feats.shape[-1] != self.dim:
+            raise ValueError(f"expected features [K, n, {self.dim}], got {tuple(feats.shape)}")
+        k, n = valid.shape
+        dev = self.bank.device
+        feats = feats.detach().to(device=dev, dtype=self.bank.dtype)
+        valid = valid.to(dev)
+        if k == 0 or n == 0:
+            return torch.zeros((), dtype=torch.long, device=dev)
+        # rank of each candidate among its class's valid ones, in the given order
+        key = torch.where(valid, order.to(dev), torch.full_like(order, torch.iinfo(torch.long).max, device=dev))
+        sort = torch.argsort(key, dim=1)
+        ar = torch.arange(n, device=dev).expand(k, n)
+        rank = torch.empty_like(sort).scatter_(1, sort, ar)
+        count = valid.sum(1)
+        skip = (count - self.size).clamp(min=0)  # only the newest w of a large push survive
+        write = valid & (rank >= skip[:, None])
+        # ring slot: the class's pointer plus the rank (Eq. 5's j = i mod zeta)
+        slot = (self.ptr[classes][:, None] + rank) % self.size
+        local = torch.where(write, torch.arange(k, device=dev)[:, None] * self.size + slot,
+                            torch.full_like(slot, k * self.size))
+        # which candidate writes each slot (written slots are distinct; the rest go to a spare cell)
+        writer = torch.full((k * self.size + 1,), -1, dtype=torch.long, device=dev).scatter_reduce(
+            0, local.reshape(-1), torch.arange(k * n, device=dev), "amax")
+        writer = writer[: k * self.size].view(k, self.size)
+        rows = feats.reshape(k * n, self.dim)[writer.clamp(min=0)]
+        self.bank[classes] = torch.where((writer >= 0)[..., None], rows, self.bank[classes])
+        self.ptr[classes] = (self.ptr[classes] + count) % self.size
+        self.count[classes] = torch.clamp(self.count[classes] + count, max=self.size)
+        return count.sum()
 
     def samples(self, cls: int) -> torch.Tensor:
         """The filled entries of class ``cls``: [m, D] (m = count, slot order, not age order)."""

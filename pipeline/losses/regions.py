@@ -1,34 +1,39 @@
-"""Where the feature alignment of Eq. 1 and Eq. 4-6 takes its features from.
+"""Where the feature alignment of Eq. 1 and Eq. 4-6 takes its features from, computed on the
+features' device with no host round-trip (no ``.item()``, ``nonzero``, boolean indexing or
+``bincount``, each of which waits for the device on a GPU).
 
 - Eq. (4) ``correct_map``: the ground truth where the prediction agrees with it, else ignore.
 - Label maps at feature resolution (``downsample_labels``, nearest).
-- Eq. (1) regions: connected components of each thing class (``components``;
-  ``skimage.measure.label``, connectivity 2, on the CPU), the ``top_k`` largest per class and
-  image (``largest_per_group``; SIM: 10), and each component's masked-average feature
-  (``object_means``).
+- Eq. (1) regions: connected components of each thing class (``components``, a min-label
+  propagation with pointer jumping, 8-neighbourhood by default), the ``top_k`` largest per class
+  and image (SIM: 10) and each component's masked-average feature (``object_regions``).
 - Eq. (5)/(6) regions: per image and stuff class present, the class-averaged feature
-  (``class_means``).
+  (``class_regions``).
 - SIM's classifier check (``classifier_agrees``): the segmentor's classifier applied to a pooled
   feature (``pooled_logits``) must predict the region's class for it to be stored.
 
-The eps of Eq. (1)/(5)/(6) only guards an empty mask; every averaged region has at least one
-pixel, so it never changes a value. Features are averaged in float32 (safe under autocast) and
-keep the autograd graph of the features they come from.
+Every function returns fixed shapes that depend only on the batch, the map size and the classes,
+never on the data: a ``Regions`` holds one slot per (class, image, rank) and a mask of the slots
+that hold a region. The eps of Eq. (1)/(5)/(6) only guards an empty mask; every region that is
+used has at least one pixel, so it never changes a value. Features are averaged in float32 (safe
+under autocast) and keep the autograd graph of the features they come from.
 """
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from skimage.measure import label as connected_components
 
 from pipeline.classes import IGNORE
 
 EPS = 1e-6
 TOP_K = 10               # SIM: the 10 largest components per class and image
+LABEL_RANGE = 256        # label maps hold trainIds 0..18 and 255 (ignore)
 
 
 # ----------------------------------------------------------------------------- label maps
@@ -58,114 +63,208 @@ def at_feature_size(label_map: torch.Tensor, features: torch.Tensor) -> torch.Te
             f"expected features [B, D, h, w] and label map [B, h, w], got {tuple(features.shape)} "
             f"and {tuple(label_map.shape)}"
         )
-    return downsample_labels(label_map, features.shape[-2:])
+    return downsample_labels(label_map, features.shape[-2:]).to(features.device)
 
 
-# ----------------------------------------------------------------------------- region features
+@functools.lru_cache(maxsize=64)
+def class_table(classes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class ids [K], lookup [LABEL_RANGE]: label -> position in ``classes`` or -1) on ``device``,
+    built once: a blocking host-to-device copy in every step would wait for the device."""
+    if any(not 0 <= c < LABEL_RANGE for c in classes):
+        raise ValueError(f"classes must lie in 0..{LABEL_RANGE - 1}, got {list(classes)}")
+    ids = torch.tensor(classes, dtype=torch.long).to(device)
+    lut = torch.full((LABEL_RANGE,), -1, dtype=torch.long)
+    lut[list(classes)] = torch.arange(len(classes))
+    return ids, lut.to(device)
 
 
-def components(label_map: torch.Tensor, classes: Sequence[int], connectivity: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Connected components of the given classes, numbered across the batch.
+def class_positions(label_map: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+    """Per pixel, the position of its label in ``classes`` (sorted, unique), or -1."""
+    lut = class_table(classes, label_map.device)[1]
+    inside = (label_map >= 0) & (label_map < LABEL_RANGE)
+    return torch.where(inside, lut[label_map.clamp(0, LABEL_RANGE - 1)], torch.full_like(label_map, -1))
 
-    Returns (index [B*h*w] int64: component id or -1, cls [n], image [n], pixels [n]: class,
-    image and pixel count of each component). One host transfer of the label map;
-    scikit-image labels all classes of an image at once (touching regions of different classes
-    stay separate components, as labelling each class's mask on its own would give).
+
+# ----------------------------------------------------------------------------- connected components
+
+
+def _neighbour_index(b: int, h: int, w: int, connectivity: int, device) -> torch.Tensor:
+    """[n_offsets, B*h*w]: the flat index of each pixel's neighbour, or B*h*w outside the image."""
+    offsets = [(0, 1), (1, 0), (0, -1), (-1, 0)]
+    if connectivity == 2:
+        offsets += [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+    ys = torch.arange(h, device=device)[:, None]
+    xs = torch.arange(w, device=device)[None, :]
+    base = (torch.arange(b, device=device) * h * w)[:, None, None]
+    out = []
+    for dy, dx in offsets:
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        out.append(torch.where(inside[None], (ny * w + nx)[None] + base, b * h * w).reshape(-1))
+    return torch.stack(out)
+
+
+def propagation_rounds(h: int, w: int) -> int:
+    """Rounds of ``components`` for an h x w map: twice the log2 bound its convergence follows.
+
+    Measured against scikit-image on random maps, serpentines and random mazes up to 180 x 320,
+    the labels settle after at most ceil(log2(h*w)) + 2 rounds (the pointer jumping halves every
+    path); twice that leaves a margin, at a few small tensor operations a round."""
+    return 2 * math.ceil(math.log2(max(2, h * w))) + 2
+
+
+def components(label_map: torch.Tensor, connectivity: int = 2, rounds: int | None = None) -> torch.Tensor:
+    """Connected components of each label >= 0 of a [B, h, w] map (-1 = background), on its device.
+
+    Returns the root [B*h*w]: for each pixel, the flat index of its component's first pixel in
+    raster order (so components are ordered as scikit-image numbers them), the pixel's own index
+    on the background. A min-label propagation with hooking and pointer jumping (FastSV:
+    Zhang, Azad, Hu 2020) run for a fixed number of rounds (``propagation_rounds``), so it never
+    asks the device whether it has converged; ``converged`` checks a result.
+    Touching regions of different labels stay separate components.
     """
-    lm = label_map.detach().cpu().numpy().astype(np.int64)
-    wanted = np.asarray(sorted(set(int(c) for c in classes)), dtype=np.int64)
-    index = np.full(lm.shape, -1, dtype=np.int64)
-    comp_cls: list[np.ndarray] = []
-    comp_img: list[np.ndarray] = []
-    comp_px: list[np.ndarray] = []
-    offset = 0
-    for b in range(lm.shape[0]):
-        mask = np.isin(lm[b], wanted)
-        if not mask.any():
-            continue
-        # Shift by one so class 0 is not scikit-image's background.
-        shifted = np.where(mask, lm[b] + 1, 0)
-        comp, n = connected_components(shifted, background=0, connectivity=connectivity, return_num=True)
-        cls_of = np.zeros(n + 1, dtype=np.int64)
-        cls_of[comp.ravel()] = shifted.ravel() - 1  # every pixel of a component has its class
-        index[b] = np.where(comp > 0, comp - 1 + offset, -1)
-        comp_cls.append(cls_of[1:])
-        comp_img.append(np.full(n, b, dtype=np.int64))
-        comp_px.append(np.bincount(comp.ravel(), minlength=n + 1)[1:].astype(np.int64))
-        offset += n
-    if not comp_cls:
-        empty = np.zeros(0, dtype=np.int64)
-        return index.reshape(-1), empty, empty, empty
-    return index.reshape(-1), np.concatenate(comp_cls), np.concatenate(comp_img), np.concatenate(comp_px)
+    if connectivity not in (1, 2):
+        raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
+    b, h, w = label_map.shape
+    n = b * h * w
+    flat = label_map.reshape(-1)
+    nb = _neighbour_index(b, h, w, connectivity, label_map.device)
+    # a neighbour counts when it exists and carries the same label (>= 0)
+    same = (torch.cat([flat, flat.new_full((1,), -2)])[nb] == flat[None]) & (flat[None] >= 0)
+    nb = torch.where(same, nb, n)
+    f = torch.arange(n, device=label_map.device)
+    beyond = f.new_full((1,), n)
+    for _ in range(propagation_rounds(h, w) if rounds is None else rounds):
+        gf = f[f]                                                   # grandparents
+        low = torch.minimum(torch.cat([gf, beyond])[nb].amin(0), gf)  # smallest grandparent around
+        nxt = f.scatter_reduce(0, f, low, "amin")                  # hook the parent
+        f = torch.minimum(torch.minimum(nxt, low), gf)             # hook the pixel, shortcut
+    for _ in range(math.ceil(math.log2(max(2, n)))):              # flatten what is left to roots
+        f = f[f]
+    return f
 
 
-def largest_per_group(image: np.ndarray, cls: np.ndarray, pixels: np.ndarray, k: int) -> np.ndarray:
-    """Boolean mask of the ``k`` largest components of each (image, class); ``k`` <= 0 keeps all.
-
-    Ties keep the component found first (scikit-image's raster order)."""
-    n = len(cls)
-    if k <= 0 or n == 0:
-        return np.ones(n, dtype=bool)
-    order = np.lexsort((np.arange(n), -pixels, cls, image))  # group, then size desc, then id
-    g_img, g_cls = image[order], cls[order]
-    new_group = np.ones(n, dtype=bool)
-    new_group[1:] = (g_img[1:] != g_img[:-1]) | (g_cls[1:] != g_cls[:-1])
-    starts = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-    rank = np.arange(n) - starts
-    keep = np.zeros(n, dtype=bool)
-    keep[order[rank < k]] = True
-    return keep
+def converged(label_map: torch.Tensor, root: torch.Tensor, connectivity: int = 2) -> bool:
+    """True when every pixel shares its root with each same-label neighbour and roots are fixed
+    points: what ``components`` must return (a test and diagnostic helper; it reads the device)."""
+    b, h, w = label_map.shape
+    n = b * h * w
+    flat = label_map.reshape(-1)
+    nb = _neighbour_index(b, h, w, connectivity, label_map.device)
+    same = (torch.cat([flat, flat.new_full((1,), -2)])[nb] == flat[None]) & (flat[None] >= 0)
+    ext = torch.cat([root, root.new_full((1,), -1)])
+    agree = torch.where(same, ext[nb] == root[None], torch.ones_like(same))
+    return bool(agree.all()) and bool((root[root] == root).all())
 
 
-def region_means(features: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """Masked averages sum(F * mask) / max(eps, |mask|) of n regions given a per-pixel region index.
+# ----------------------------------------------------------------------------- regions
 
-    ``index`` [B*h*w] holds a region id per pixel or -1. A single ``index_add`` over all
-    pixels (the -1 pixels go to a discarded extra row), differentiable w.r.t. ``features``.
+
+@dataclass
+class Regions:
+    """Region features in fixed slots: ``feats`` [K, B, k, D] float32, ``valid`` [K, B, k] (the
+    slot holds a region), ``order`` [K, B, k] (the order in which a class's regions are found:
+    image first, then raster order of their first pixel), for ``classes`` (K class ids, sorted)."""
+
+    feats: torch.Tensor
+    valid: torch.Tensor
+    order: torch.Tensor
+    classes: tuple[int, ...]
+
+    def class_ids(self) -> torch.Tensor:
+        """[K, B, k] class id of each slot."""
+        ids = class_table(self.classes, self.valid.device)[0]
+        return ids[:, None, None].expand_as(self.valid)
+
+    def found(self) -> list[tuple[int, int, torch.Tensor]]:
+        """(class, image, feature) of every valid slot in the order found (reads the device: for
+        tests and reports, never the training step)."""
+        valid = self.valid.cpu()
+        order = self.order.cpu()
+        out = []
+        for ci, c in enumerate(self.classes):
+            for b in range(valid.shape[1]):
+                for r in range(valid.shape[2]):
+                    if valid[ci, b, r]:
+                        out.append((int(order[ci, b, r]), c, b, self.feats[ci, b, r]))
+        return [(c, b, f) for _, c, b, f in sorted(out, key=lambda t: t[0])]
+
+
+def _sorted_classes(classes: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted(set(int(c) for c in classes)))
+
+
+def region_means(features: torch.Tensor, index: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked averages sum(F * mask) / max(eps, |mask|) of n regions given a per-pixel region index,
+    and each region's pixel count.
+
+    ``index`` [B*h*w] holds a region id per pixel or -1. One ``index_add`` over all pixels (the -1
+    pixels go to a discarded extra row), differentiable w.r.t. ``features``.
     """
     d = features.shape[1]
     flat = features.float().permute(0, 2, 3, 1).reshape(-1, d)
     idx = torch.where(index >= 0, index, torch.full_like(index, n))
     sums = flat.new_zeros(n + 1, d).index_add(0, idx, flat)[:n]
-    sizes = torch.bincount(idx, minlength=n + 1)[:n].to(flat.dtype)
-    return sums / sizes.clamp(min=EPS)[:, None]
+    sizes = flat.new_zeros(n + 1).index_add(0, idx, flat.new_ones(idx.shape[0]))[:n]
+    return sums / sizes.clamp(min=EPS)[:, None], sizes
 
 
-def object_means(features, label_map, classes, connectivity, top_k
-                  ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """(cls [n], image [n], features [n, D]) of the kept components (raster order per image)."""
-    label_map = at_feature_size(label_map, features)
-    index, cls, image, pixels = components(label_map, classes, connectivity)
-    keep = largest_per_group(image, cls, pixels, top_k)
-    if not keep.all():
-        renumber = np.full(len(cls), -1, dtype=np.int64)
-        renumber[keep] = np.arange(int(keep.sum()))
-        index = np.where(index >= 0, renumber[np.maximum(index, 0)], -1)
-        cls, image = cls[keep], image[keep]
-    if len(cls) == 0:
-        return cls, image, features.new_zeros(0, features.shape[1], dtype=torch.float32)
-    index_t = torch.from_numpy(index).to(features.device)
-    return cls, image, region_means(features, index_t, len(cls))
+def max_components(h: int, w: int, connectivity: int) -> int:
+    """The most components one class can form in an h x w map (isolated pixels)."""
+    if connectivity == 2:
+        return math.ceil(h / 2) * math.ceil(w / 2)
+    return math.ceil(h * w / 2)
 
 
-def class_means(features, label_map, classes) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """(cls [n], image [n], features [n, D]): per image and wanted class present, its mean feature."""
-    label_map = at_feature_size(label_map, features).to(features.device)
-    b = label_map.shape[0]
-    k = max(int(c) for c in classes) + 1 if len(classes) else 1
-    wanted = torch.tensor(sorted(set(int(c) for c in classes)), dtype=torch.long, device=features.device)
-    image = torch.arange(b, device=features.device)[:, None, None].expand_as(label_map)
-    # Region id = image * k + class for pixels of a wanted class.
-    index = torch.where(torch.isin(label_map, wanted), image * k + label_map, torch.full_like(label_map, -1))
-    index = index.reshape(-1)
-    present = torch.bincount(index[index >= 0], minlength=b * k)[: b * k].nonzero().flatten()
-    if present.numel() == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, features.new_zeros(0, features.shape[1], dtype=torch.float32)
-    means = region_means(features, index, b * k)[present]
-    present_np = present.cpu().numpy()
-    return present_np % k, present_np // k, means
+def object_regions(features: torch.Tensor, label_map: torch.Tensor, classes: Sequence[int],
+                   connectivity: int = 2, top_k: int = TOP_K) -> Regions:
+    """Eq. (1) regions: the ``top_k`` largest components of each class and image (ties: the one
+    found first), slot (class, image, rank by size); ``top_k`` 0 keeps every component."""
+    classes = _sorted_classes(classes)
+    lm = at_feature_size(label_map, features)
+    b, h, w = lm.shape
+    n, hw = b * h * w, h * w
+    dev = features.device
+    pos = class_positions(lm, classes).reshape(-1)               # class position or -1
+    wanted = pos >= 0
+    root = components(pos.view(b, h, w), connectivity)
+    ids = torch.arange(n, device=dev)
+    is_root = wanted & (root == ids)
+    size = torch.zeros(n, dtype=torch.long, device=dev).index_add(0, root, wanted.long())
+    k = min(top_k if top_k > 0 else max_components(h, w, connectivity), max_components(h, w, connectivity))
+    group = pos * b + ids // hw                                  # (class, image) of a root
+    # rank within (class, image): size descending, then first pixel (scikit-image's numbering)
+    key = (group * (n + 1) + (n - size)) * (n + 1) + ids
+    key = torch.where(is_root, key, torch.full_like(key, torch.iinfo(torch.long).max))
+    order = torch.argsort(key)
+    g = group[order]
+    start = torch.ones(n, dtype=torch.bool, device=dev)
+    start[1:] = g[1:] != g[:-1]
+    first = torch.cummax(torch.where(start, ids, torch.zeros_like(ids)), 0).values
+    rank = torch.empty_like(ids).scatter_(0, order, ids - first)
+    keep = is_root & (rank < k)
+    slots = len(classes) * b * k
+    slot_of_root = torch.where(keep, group * k + rank, torch.full_like(ids, -1))
+    pixel_slot = torch.where(wanted, slot_of_root[root], torch.full_like(ids, -1))
+    means, sizes = region_means(features, pixel_slot, slots)
+    found = torch.full((slots + 1,), n, dtype=torch.long, device=dev).scatter_reduce(
+        0, torch.where(keep, slot_of_root, slots), ids, "amin")[:slots]
+    shape = (len(classes), b, k)
+    return Regions(means.view(*shape, -1), (sizes > 0).view(shape), found.view(shape), classes)
+
+
+def class_regions(features: torch.Tensor, label_map: torch.Tensor, classes: Sequence[int]) -> Regions:
+    """Eq. (5)/(6) regions: per stuff class and image, the class-averaged feature, slot (class, image)."""
+    classes = _sorted_classes(classes)
+    lm = at_feature_size(label_map, features)
+    b, h, w = lm.shape
+    pos = class_positions(lm, classes)
+    image = torch.arange(b, device=features.device)[:, None, None].expand_as(pos)
+    index = torch.where(pos >= 0, pos * b + image, torch.full_like(pos, -1)).reshape(-1)
+    means, sizes = region_means(features, index, len(classes) * b)
+    shape = (len(classes), b, 1)
+    order = torch.arange(b, device=features.device)[None, :, None].expand(shape)
+    return Regions(means.view(*shape, -1), (sizes > 0).view(shape), order, classes)
 
 
 # ----------------------------------------------------------------------------- classifier check
@@ -184,9 +283,11 @@ def pooled_logits(classifier: nn.Module, feats: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def classifier_agrees(classifier: nn.Module, cls: np.ndarray, feats: torch.Tensor) -> np.ndarray:
-    """SIM's check: True where the classifier's argmax over the pooled feature is the region's class."""
-    if len(cls) == 0:
-        return np.zeros(0, dtype=bool)
-    pred = pooled_logits(classifier, feats.float()).argmax(dim=1).cpu().numpy()
-    return pred == cls
+def classifier_agrees(classifier: nn.Module, regions: Regions) -> torch.Tensor:
+    """SIM's check, per slot [K, B, k]: the classifier's argmax over the pooled feature is the
+    slot's class (computed for every slot; the caller combines it with ``valid``)."""
+    feats = regions.feats.reshape(-1, regions.feats.shape[-1])
+    if feats.shape[0] == 0:
+        return regions.valid.clone()
+    pred = pooled_logits(classifier, feats.float()).argmax(dim=1).view(regions.valid.shape)
+    return pred == regions.class_ids()
