@@ -6,8 +6,11 @@ Writes N synthetic full-size pairs per domain into a temp folder, in the real la
 sizes (GTA5 1914x1052 palette labels, Cityscapes 2048x1024 labelIds; smooth random images
 with sensor-like noise, so the PNGs compress like photographs, not like white noise), then
 times `pipeline.data.datasets.SegDataset` at the paper's training sizes (source 1280x720,
-target 1024x512) through `pipeline.train.make_loader`, before and after `phfa data prepare`.
-Prints images/s and ms of loader time per image. `--smoke` uses tiny images.
+target 1024x512) through `pipeline.train.make_loader`, before and after `phfa data prepare`;
+then, on the prepared files, the image sent as float32 normalised in the loader against uint8
+normalised after the transfer (what the training loaders do; on the GPU when there is one), the
+transfer and normalisation counted. Prints images/s and ms of loader time per image and the
+bytes each image sends. `--smoke` uses tiny images.
 """
 from __future__ import annotations
 
@@ -62,20 +65,33 @@ def write_synthetic(root: Path, n_src: int, n_tgt: int, src_full=SRC_FULL, tgt_f
     return cfg
 
 
-def loader_rate(ds, n_batches: int, workers: int, batch: int = 1, device=None) -> tuple[float, float]:
+def loader_rate(ds, n_batches: int, workers: int, batch: int = 1, device=None, to_device: bool = False
+                ) -> tuple[float, float]:
     """(images/s, CPU ms per image) of `ds` through the training loader, after one warm-up batch
     per worker. The CPU time is this process's (all of the work when workers == 0), so it holds
-    on a machine shared with other jobs, where the wall-clock rate does not."""
+    on a machine shared with other jobs, where the wall-clock rate does not. `to_device`: each
+    batch also goes to `device` and is normalised there as the training step does."""
     import torch
 
+    from pipeline.data.transforms import normalize
     from pipeline.train import make_loader
 
-    it = make_loader(ds, batch, workers, seed=0, start_batch=0, device=device or torch.device("cpu"))
+    device = device or torch.device("cpu")
+    it = make_loader(ds, batch, workers, seed=0, start_batch=0, device=device)
+
+    def take():
+        x = next(it)[0]
+        if to_device:
+            x = x.to(device, non_blocking=True)
+            x = normalize(x) if x.dtype == torch.uint8 else x
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return x
     for _ in range(max(1, workers)):
-        next(it)
+        take()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n_batches):
-        next(it)
+        take()
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     del it
     return n_batches * batch / dt, 1000 * dc / (n_batches * batch)
@@ -90,6 +106,8 @@ def prepare_domain(spec, split: str, size, workers: int | None = None) -> dict:
 
 def measure(root: Path, n: int, workers: int, src_size=SRC_SIZE, tgt_size=TGT_SIZE) -> dict:
     """{domain: {full_ips, prepared_ips, prepare_s}} for a synthetic tree written by write_synthetic."""
+    import torch
+
     from pipeline.data import datasets
     from pipeline.data.dataconfig import load_data_config
 
@@ -108,6 +126,13 @@ def measure(root: Path, n: int, workers: int, src_size=SRC_SIZE, tgt_size=TGT_SI
         prep = datasets.SegDataset(spec, split, size)
         assert prep.prepared
         r["prepared_ips"], r["prepared_cpu_ms"] = loader_rate(prep, n, workers)
+        # float32 normalised in the loader vs uint8 normalised after the transfer, both delivered
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        r["device"] = dev.type
+        r["float_ips"], r["float_cpu_ms"] = loader_rate(prep, n, workers, device=dev, to_device=True)
+        raw = datasets.SegDataset(spec, split, size, raw=True)
+        r["uint8_ips"], r["uint8_cpu_ms"] = loader_rate(raw, n, workers, device=dev, to_device=True)
+        r["float_bytes"], r["uint8_bytes"] = 3 * size[0] * size[1] * 4, 3 * size[0] * size[1]
         res[dom] = r
     return res
 
@@ -139,6 +164,13 @@ def main():
               + f"   x{r['prepared_ips'] / r['full_ips']:.1f} img/s"
               + (f", x{r['full_cpu_ms'] / r['prepared_cpu_ms']:.1f} CPU" if cpu else "")
               + f"   (prepare: {r['prepare_s']:.1f} s for {r['images']})")
+    for dom, r in res.items():
+        print(f"{dom:10s} prepared, delivered to {r['device']}: float32 from the loader {r['float_ips']:6.1f} img/s"
+              + (f" ({r['float_cpu_ms']:5.1f} ms CPU)" if cpu else "")
+              + f"   uint8 + normalise on {r['device']} {r['uint8_ips']:6.1f} img/s"
+              + (f" ({r['uint8_cpu_ms']:5.1f} ms CPU)" if cpu else "")
+              + f"   x{r['uint8_ips'] / r['float_ips']:.2f} img/s;"
+              f" {r['float_bytes'] / 2**20:.1f} vs {r['uint8_bytes'] / 2**20:.1f} MiB an image")
     pair_full = 1 / (1 / res["gta5"]["full_ips"] + 1 / res["cityscapes"]["full_ips"])
     pair_prep = 1 / (1 / res["gta5"]["prepared_ips"] + 1 / res["cityscapes"]["prepared_ips"])
     print(f"source+target pairs/s: full-size {pair_full:.1f}, prepared {pair_prep:.1f} (x{pair_prep / pair_full:.1f})")

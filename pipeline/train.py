@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline import classes as C
 from pipeline.config import TrainConfig
+from pipeline.data.transforms import normalize
 from pipeline.errors import PhfaError
 from pipeline.inference import upsample, use_bf16, use_channels_last
 from pipeline.losses import adversarial as adv
@@ -330,7 +331,10 @@ def train_step(cfg: TrainConfig, model, D, opt, opt_d, memory, ph: Phase, src_it
 
     def batch(stream):
         x, y, _ = next(stream)
-        return x.to(device, non_blocking=True).contiguous(memory_format=cl), y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True)
+        if x.dtype == torch.uint8:  # the training loaders send uint8 (a quarter of the bytes)
+            x = normalize(x)
+        return x.contiguous(memory_format=cl), y.to(device, non_blocking=True)
 
     # --- source: supervised segmentation (lambda_seg * L_seg^S)
     xs, ys = batch(src_it)

@@ -566,3 +566,25 @@ def test_memory_records_which_classes_took_part():
     object_loss(feats, target, obj, require_full=True)
     assert obj.joined[CAR] and not obj.joined[PERSON]
     assert participation(mem, CLASS_NAMES) == {"object": ["car"], "background": []}
+
+
+def test_push_many_equals_one_push_per_class_in_order():
+    """The device-side push of many classes at once stores what one `push` per class would, with
+    each class's valid candidates in ascending `order`, including overflowing and wrapping rings."""
+    g = torch.Generator().manual_seed(3)
+    a = FeatureMemory(num_classes=19, size=3, dim=2)
+    b = FeatureMemory(num_classes=19, size=3, dim=2)
+    classes = torch.tensor([CAR, PERSON, ROAD])
+    for _ in range(4):
+        feats = torch.randn(3, 5, 2, generator=g)
+        valid = torch.rand(3, 5, generator=g) < 0.6
+        valid[0] = True                                   # car: 5 at once into a ring of 3
+        order = torch.randperm(15, generator=g).view(3, 5)
+        n = a.push_many(classes, feats, valid, order)
+        assert int(n) == int(valid.sum())
+        for i, c in enumerate(classes.tolist()):
+            rows = [j for j in sorted(range(5), key=lambda j: int(order[i, j])) if valid[i, j]]
+            if rows:
+                b.push(c, feats[i, rows])
+    for name in ("bank", "count", "ptr"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -214,3 +214,28 @@ def test_channels_last_on_cpu_is_the_same_step_in_another_layout():
     assert seg_a == pytest.approx(seg_b, rel=1e-5)
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
+
+
+def test_uint8_batches_are_normalised_on_the_device_as_the_loader_would():
+    """The training loaders send uint8 images (a quarter of the bytes) and the step normalises them
+    on its device: the same numbers as the float loader, so the same update."""
+    from pipeline.data import transforms
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+    u = torch.stack([transforms.to_uint8_tensor(i) for i in imgs])
+    f = torch.stack([transforms.to_tensor(i) for i in imgs])
+    assert u.dtype == torch.uint8 and torch.equal(transforms.normalize(u), f)
+    cfg = dataclasses.replace(preset("toy"), lr=0.01)
+    ph = train.Phase("p", "s", 1, adversarial=True, align=("object", "category", "background"))
+    ys = torch.randint(0, 19, (2, 32, 64), generator=torch.Generator().manual_seed(1))
+    states = []
+    for x in (u, f):
+        torch.manual_seed(0)
+        model = build_deeplab("resnet18", 19, "none", bn="trainable")
+        D = train.OutputDiscriminator(19)
+        opt, opt_d = train.make_optimizer(cfg, model), train.make_d_optimizer(cfg, D)
+        mem = memories.FeatureMemory(19, 4, model.feature_dim)
+        train.train_step(cfg, model, D, opt, opt_d, mem, ph, _Stream(x, ys), _Stream(x, torch.full_like(ys, 255)),
+                         torch.device("cpu"), False)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -2,7 +2,8 @@
 
 Images are resized bicubic, labels nearest; a label whose size differs from its image
 is resized to the image first, with a warning (GTA5 ships two such files). Images are
-normalised by `pipeline.data.transforms` (ImageNet mean/std, the segmentor's convention).
+normalised by `pipeline.data.transforms` (ImageNet mean/std, the segmentor's convention), or,
+with ``raw=True`` (the training loaders), returned as uint8 for the step to normalise on the device.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 from pipeline import classes as C
 from pipeline.data import formats, pngio, prepare
 from pipeline.data.dataconfig import DomainSpec
-from pipeline.data.transforms import PHOTOMETRIC_RANGE, photometric, to_tensor
+from pipeline.data.transforms import PHOTOMETRIC_RANGE, photometric, to_tensor, to_uint8_tensor
 from pipeline.errors import PhfaError
 from pipeline.textfiles import read_text
 from pipeline.runtime.atomic import write_text
@@ -60,8 +61,10 @@ class SegDataset(Dataset):
 
     def __init__(self, spec: DomainSpec, split: str, size: tuple[int, int] | None = None,
                  labels: bool = True, names: list[str] | None = None, hflip: bool = False,
-                 cache: bool = False, photometric: bool = False, photometric_range: float = PHOTOMETRIC_RANGE):
+                 cache: bool = False, photometric: bool = False, photometric_range: float = PHOTOMETRIC_RANGE,
+                 raw: bool = False):
         self.spec, self.split, self.size, self.labels, self.hflip = spec, split, size, labels, hflip
+        self.raw = raw  # images as uint8 CxHxW (normalised later, on the device: transforms.normalize)
         self.photometric, self.photometric_range = photometric, photometric_range
         items = samples(spec, split)
         if names is not None:
@@ -101,7 +104,8 @@ class SegDataset(Dataset):
             lab = np.full(img.shape[:2], C.IGNORE, dtype=np.uint8)
         if flip and self.hflip:
             img, lab = img[:, ::-1], lab[:, ::-1]
-        return to_tensor(img), torch.from_numpy(np.array(lab, dtype=np.uint8, copy=True)).long(), self.items[i].name
+        image = to_uint8_tensor(img) if self.raw else to_tensor(img)
+        return image, torch.from_numpy(np.array(lab, dtype=np.uint8, copy=True)).long(), self.items[i].name
 
 
 def select_few_shot(names: list[str], k: int, seed: int) -> list[str]:

@@ -1,10 +1,14 @@
 """The segmentor's input convention: RGB in [0, 1], normalised with ImageNet mean/std.
 
-Every model input passes through `to_tensor`; `denormalize` undoes it (the CycleGAN and the
+Every model input passes through `normalize`: in the loader (`to_tensor`), or, for training
+batches, on the device after a uint8 transfer (`to_uint8_tensor` in the loader, a quarter of the
+bytes); both run the same operations, so they give the same numbers. `denormalize` undoes it (the CycleGAN and the
 previews need [0, 1] images). The DeepLab backbones and the frozen segmentor of the
 perceptual loss (Eq. 7) expect exactly this, so the constants live here, with the data.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -14,12 +18,26 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PHOTOMETRIC_RANGE = 0.3   # default spread r of `photometric` (TrainConfig.photometric_range)
 
 
+def to_uint8_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> uint8 CxHxW (a copy: flipped views and cached arrays stay untouched)."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # built once per device: a blocking copy to the GPU in every step would wait for it
+    return (torch.tensor(IMAGENET_MEAN).view(3, 1, 1).to(device), torch.tensor(IMAGENET_STD).view(3, 1, 1).to(device))
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] (0-255) -> float32 normalised with ImageNet mean/std, on x's device."""
+    mean, std = _mean_std(x.device)
+    return (x.float().div_(255.0) - mean) / std
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float CxHxW normalised with ImageNet mean/std."""
-    t = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (t - mean) / std
+    return normalize(to_uint8_tensor(img))
 
 
 def photometric(img: np.ndarray, seed: int, spread: float = PHOTOMETRIC_RANGE) -> np.ndarray:

@@ -87,13 +87,13 @@ def few_shot_target(data: DataConfig, run: Path, target: str, cfg: TrainConfig) 
     names = datasets.few_shot_names(spec, cfg.seed, layout.few_shot_file(run, target))
     return datasets.SegDataset(spec, datasets.train_split(spec), cfg.target_size, labels=False, names=names,
                                hflip=cfg.hflip, cache=cfg.cache, photometric=cfg.photometric,
-                               photometric_range=cfg.photometric_range)
+                               photometric_range=cfg.photometric_range, raw=True)
 
 
 def source_dataset(spec: DomainSpec, name: str, cfg: TrainConfig, target: str) -> datasets.SegDataset:
     size = cfg.target_size if name == target else cfg.source_size
     return datasets.SegDataset(spec, datasets.train_split(spec), size, labels=True, hflip=cfg.hflip, cache=cfg.cache,
-                               photometric=cfg.photometric, photometric_range=cfg.photometric_range)
+                               photometric=cfg.photometric, photometric_range=cfg.photometric_range, raw=True)
 
 
 def source_datasets(specs: dict[str, DomainSpec], cfg: TrainConfig, target: str) -> dict[str, datasets.SegDataset]:

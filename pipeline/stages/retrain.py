@@ -91,7 +91,7 @@ def retrain(data: DataConfig, run: Path, cfg: TrainConfig | None = None, labels_
         pspec = pseudo_domain(lab_sd.path, target)
         tgt = datasets.SegDataset(pspec, datasets.train_split(pspec), cfg.target_size, labels=True, hflip=cfg.hflip,
                                   cache=cfg.cache, photometric=cfg.photometric,
-                                  photometric_range=cfg.photometric_range)
+                                  photometric_range=cfg.photometric_range, raw=True)
         src_ds = A.source_datasets({s: specs[s] for s in dict.fromkeys(sources)}, cfg, target)
         A.check_inputs([*src_ds.values(), tgt], cfg)
         record = {"sources": sources, "source_style": style, "labels_stage": labels_stage,
