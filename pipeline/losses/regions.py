@@ -104,6 +104,16 @@ def _neighbour_index(b: int, h: int, w: int, connectivity: int, device) -> torch
     return torch.stack(out)
 
 
+def _same_label_neighbours(label_map: torch.Tensor, connectivity: int) -> torch.Tensor:
+    """[n_offsets, B*h*w]: each pixel's neighbour that exists and carries the same label (>= 0),
+    else B*h*w."""
+    b, h, w = label_map.shape
+    flat = label_map.reshape(-1)
+    nb = _neighbour_index(b, h, w, connectivity, label_map.device)
+    same = (torch.cat([flat, flat.new_full((1,), -2)])[nb] == flat[None]) & (flat[None] >= 0)
+    return torch.where(same, nb, b * h * w)
+
+
 def propagation_rounds(h: int, w: int) -> int:
     """Rounds of ``components`` for an h x w map: twice the log2 bound its convergence follows.
 
@@ -127,11 +137,7 @@ def components(label_map: torch.Tensor, connectivity: int = 2, rounds: int | Non
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
     b, h, w = label_map.shape
     n = b * h * w
-    flat = label_map.reshape(-1)
-    nb = _neighbour_index(b, h, w, connectivity, label_map.device)
-    # a neighbour counts when it exists and carries the same label (>= 0)
-    same = (torch.cat([flat, flat.new_full((1,), -2)])[nb] == flat[None]) & (flat[None] >= 0)
-    nb = torch.where(same, nb, n)
+    nb = _same_label_neighbours(label_map, connectivity)
     f = torch.arange(n, device=label_map.device)
     beyond = f.new_full((1,), n)
     for _ in range(propagation_rounds(h, w) if rounds is None else rounds):
@@ -147,11 +153,8 @@ def components(label_map: torch.Tensor, connectivity: int = 2, rounds: int | Non
 def converged(label_map: torch.Tensor, root: torch.Tensor, connectivity: int = 2) -> bool:
     """True when every pixel shares its root with each same-label neighbour and roots are fixed
     points: what ``components`` must return (a test and diagnostic helper; it reads the device)."""
-    b, h, w = label_map.shape
-    n = b * h * w
-    flat = label_map.reshape(-1)
-    nb = _neighbour_index(b, h, w, connectivity, label_map.device)
-    same = (torch.cat([flat, flat.new_full((1,), -2)])[nb] == flat[None]) & (flat[None] >= 0)
+    nb = _same_label_neighbours(label_map, connectivity)
+    same = nb < root.shape[0]
     ext = torch.cat([root, root.new_full((1,), -1)])
     agree = torch.where(same, ext[nb] == root[None], torch.ones_like(same))
     return bool(agree.all()) and bool((root[root] == root).all())
