@@ -6,8 +6,9 @@
 (a) an AdaptSegNet-style step (source CE + target adversarial + D) in fp32 with PyTorch's
     default settings, and (b) phfa's full adapt step (adversarial + object/category/background
     hierarchy) with phfa's defaults on CUDA (bf16 autocast + channels_last); on the CPU both in
-    contiguous fp32, so the ratio is what the hierarchy costs beside the same backbone step. Both run through the same `pipeline.train.train_step` on random data:
-    DeepLab-v2, source 1280x720 + target 1024x512, batch 1. Prints seconds per step, peak memory
+    contiguous fp32, so the ratio is what the hierarchy costs beside the same backbone step.
+    Both run through the same `pipeline.train.train_step` on random data: DeepLab-v2, source
+    1280x720 + target 1024x512, batch 1. Prints seconds per step, peak memory
     and the ratio b/a. CUDA: both in this process, peak = torch's allocator peak. `--cpu`: each
     side in its own child process (a, then b), peak = the child's peak resident set size, so the
     two peaks do not mix; the paper size on a laptop-class CPU takes tens of seconds a step.

@@ -73,13 +73,21 @@ from pipeline.losses.regions import TOP_K, Regions, class_regions, classifier_ag
 # ----------------------------------------------------------------------------- distances and losses
 
 
-def nearest_l1(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """min_j ||q - b_j||_1 / D for each query row: [n, D] x [m, D] -> [n] (m >= 1)."""
-    if query.dim() != 2 or bank.dim() != 2 or query.shape[1] != bank.shape[1] or bank.shape[0] == 0:
-        raise ValueError(f"expected query [n, D] and non-empty bank [m, D], got {tuple(query.shape)}, {tuple(bank.shape)}")
-    d = query.shape[1]
-    dist = torch.cdist(query.float()[None], bank.to(query.device).float()[None], p=1.0)[0]
-    return dist.min(dim=1).values / d
+def nearest_l1(query: torch.Tensor, bank: torch.Tensor, filled: torch.Tensor | None = None) -> torch.Tensor:
+    """min_j ||q - b_j||_1 / D for each query row: [..., n, D] x [..., m, D] -> [..., n] (m >= 1).
+
+    ``filled`` [...]: how many leading rows of each bank hold samples (a ring memory fills its
+    slots in order); the rest are left out. A bank with none gives +inf."""
+    if (query.dim() < 2 or query.dim() != bank.dim() or query.shape[-1] != bank.shape[-1]
+            or query.shape[:-2] != bank.shape[:-2] or bank.shape[-2] == 0):
+        raise ValueError(f"expected query [..., n, D] and non-empty bank [..., m, D], got "
+                         f"{tuple(query.shape)}, {tuple(bank.shape)}")
+    d = query.shape[-1]
+    dist = torch.cdist(query.float(), bank.to(query.device).float(), p=1.0)
+    if filled is not None:
+        stored = torch.arange(bank.shape[-2], device=dist.device) < filled[..., None]
+        dist = dist.masked_fill(~stored[..., None, :], float("inf"))
+    return dist.min(dim=-1).values / d
 
 
 def _graph_zero(features: torch.Tensor) -> torch.Tensor:
@@ -110,9 +118,7 @@ def _nearest_loss(regions: Regions, memory: FeatureMemory, features: torch.Tenso
     use = regions.valid & (filled >= need)[:, None, None]                # [K, B, k]
     memory.joined[ids] = memory.joined[ids] | use.flatten(1).any(1)
     # each region against the stored samples of its own class: [K, B*k] x [K, w, D]
-    dist = torch.cdist(regions.feats.reshape(kc, b * k, d), memory.bank[ids].to(regions.feats.device), p=1.0)
-    stored = torch.arange(memory.size, device=dist.device)[None, :] < filled[:, None]
-    dist = dist.masked_fill(~stored[:, None, :], float("inf")).min(dim=2).values.view(kc, b, k) / d
+    dist = nearest_l1(regions.feats.reshape(kc, b * k, d), memory.bank[ids], filled).view(kc, b, k)
     dist = torch.where(use, dist, torch.zeros_like(dist))
     # (image, class) groups: mean over the group's regions, then the sum over groups.
     n = use.sum(dim=2).clamp(min=1).to(dist.dtype)
