@@ -88,6 +88,11 @@ PAIRS = [
     ("SG on PHFA", "full", "full-it"),
     ("PHFA over +AA +IT", "full-it", "aa-it"),
     ("full over +AA +IT +SG", "full", "aa-it-sg"),
+    # each Table IV row over source-only, as the README's Δ column reads
+    ("λ_adv = 0 over source-only", "bnonly", "so"),
+    ("+AA +IT over source-only", "aa-it", "so"),
+    ("+AA +IT +SG over source-only", "aa-it-sg", "so"),
+    ("PHFA over source-only", "full-it", "so"),
     ("full over source-only", "full", "so"),
 ]
 NO_PRESET = {"pseudolabel"}  # stages that take no --preset/--seed (they inherit the model's)
